@@ -1,0 +1,8 @@
+"""Public functional API: validate, then call the dispatcher op torch.ops.pyunlearn.<op>.
+
+The backend behind every op is chosen with pyunlearn.set_backend / PYUNLEARN_BACKEND.
+"""
+
+from pyunlearn.ops.masked_optim import masked_adamw_step, masked_sgd_step, masked_sophia_step
+
+__all__ = ["masked_adamw_step", "masked_sgd_step", "masked_sophia_step"]

@@ -1,0 +1,100 @@
+"""Shared machinery of the masked optimizers: masks (set, replaced, validated once), state_dict, grouping."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Optional
+
+import torch
+from torch import Tensor
+
+from pyunlearn.ops._checks import check_mask, check_number, state_dtype
+
+
+class MaskedOptimizer(torch.optim.Optimizer):
+    """torch.optim.Optimizer with per-parameter masks.
+
+    masks: None (every parameter steps exactly as its torch.optim twin), or a dict parameter -> mask, where a mask
+    is None, a bool/uint8 tensor of the parameter's shape, or a 1-D int32/int64 tensor of unique flat indices.
+    Parameters missing from the dict step unmasked. Masks are validated once, in set_masks (index bounds and
+    uniqueness included), and travel in state_dict so an interrupted run resumes with the same masks.
+    """
+
+    def __init__(self, params, defaults: dict, masks: Optional[Mapping[Tensor, Optional[Tensor]]] = None):
+        check_number("lr", defaults["lr"])
+        super().__init__(params, defaults)
+        self._masks: dict[Tensor, Tensor] = {}
+        self.set_masks(masks)
+
+    # -- masks --------------------------------------------------------------------------------------------------
+    def _param_names(self) -> dict[Tensor, str]:
+        names, k = {}, 0
+        for g in self.param_groups:
+            for p in g["params"]:
+                names[p] = f"params[{k}]"
+                k += 1
+        return names
+
+    def set_masks(self, masks: Optional[Mapping[Tensor, Optional[Tensor]]]) -> None:
+        """Replace every mask (None clears them). Takes effect at the next step()."""
+        if masks is None:
+            self._masks = {}
+            return
+        if not isinstance(masks, Mapping):
+            raise TypeError(f"masks must be a dict parameter -> mask (or None), got {type(masks).__name__}")
+        names = self._param_names()
+        new = {}
+        for p, m in masks.items():
+            if p not in names:
+                raise ValueError("masks has a key that is not a parameter of this optimizer "
+                                 f"(a tensor of shape {list(p.shape)})")
+            check_mask(f"masks[{names[p]}]", m, p, names[p], unique=True)
+            if m is not None:
+                new[p] = m.contiguous()
+        self._masks = new
+
+    def mask_of(self, p: Tensor) -> Optional[Tensor]:
+        return self._masks.get(p)
+
+    @property
+    def masks(self) -> dict[Tensor, Tensor]:
+        return dict(self._masks)
+
+    # -- state ----------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        index = {p: i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        sd["masks"] = {index[p]: m for p, m in self._masks.items()}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads our own state_dicts and torch.optim's of the same algorithm (then the current masks stay)."""
+        state_dict = dict(state_dict)
+        masks = state_dict.pop("masks", None)
+        super().load_state_dict(state_dict)
+        for p, st in self.state.items():  # torch casts state to the param dtype; we keep fp32 for half params
+            for k, v in st.items():
+                if k != "step" and isinstance(v, Tensor) and v.is_floating_point() and v.shape == p.shape:
+                    st[k] = v.to(dtype=state_dtype(p.dtype), memory_format=torch.contiguous_format)
+        if masks is not None:
+            params = [p for g in self.param_groups for p in g["params"]]
+            self.set_masks({params[int(i)]: m.to(params[int(i)].device) for i, m in masks.items()})
+
+    # -- stepping -------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _params_with_grad(group: dict) -> Iterable[Tensor]:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("sparse gradients are not supported; give a dense grad and an index-list mask")
+            yield p
+
+    def _new_state(self, p: Tensor) -> Tensor:
+        return torch.zeros_like(p, dtype=state_dtype(p.dtype), memory_format=torch.contiguous_format)
+
+    @staticmethod
+    def _step_count(state: dict) -> float:
+        if "step" not in state:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        state["step"] += 1
+        return float(state["step"])
