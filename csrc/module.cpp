@@ -3,6 +3,8 @@
 // pyunlearn/_ops.py, so errors are translated by torch and every op works with torch.compile.
 #include <torch/python.h>
 
+#include "masked_optim/masked_optim_cpu.h"
+
 #ifndef PYUNLEARN_TORCH_VERSION
 #define PYUNLEARN_TORCH_VERSION "unknown"
 #endif
@@ -29,6 +31,8 @@ pybind11::dict build_info() {
 #else
   d["openmp"] = false;
 #endif
+  d["cpu_isas"] = pyunlearn::masked_optim::cpu_isas();
+  d["cpu_isa"] = std::string(pyunlearn::masked_optim::cpu_kernels().isa);
   d["ops"] = pybind11::make_tuple("masked_sgd_step", "masked_adamw_step", "masked_sophia_step");
   return d;
 }
@@ -38,4 +42,6 @@ pybind11::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pyunlearn compiled kernels (CPU, and CUDA when built with it)";
   m.def("build_info", &build_info, "What this extension was compiled with: CPU, CUDA + archs, torch version.");
+  m.def("set_cpu_isa", &pyunlearn::masked_optim::set_cpu_isa,
+        "Use the CPU kernels of one instruction set (base, avx2, avx512); False if this build or CPU lacks it.");
 }

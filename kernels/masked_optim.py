@@ -1,24 +1,24 @@
-"""Triton kernels of the masked optimizer steps (the "triton" backend of torch.ops.pyunlearn.masked_*_step).
+"""Triton kernels of the masked optimizer steps: the "triton" backend of torch.ops.pyunlearn.masked_*_step.
 
-Each op steps a list of tensors with one launch per tensor; every launch is a single pass over memory that reads
-the parameter, its gradient, its optimizer state and its mask once and writes the parameter and the state once.
-The per-element math is that of csrc/masked_optim/masked_optim_math.h, spelled in the order of the reference
-twins (pyunlearn/reference/masked_optim.py):
+Each op steps a list of tensors with one launch per tensor. A launch is one pass over memory: it reads the
+parameter, its gradient, its optimizer state and its mask once and writes the parameter and the state once.
+The per-element math is that of csrc/masked_optim/masked_optim_math.h, in the order of the reference twins
+(pyunlearn/reference/masked_optim.py):
 
-- arithmetic runs in the state dtype (fp64 for fp64 parameters, else fp32); parameters are loaded, converted at
-  once and converted back only at the store (bf16 arithmetic is also wrong under the Triton interpreter);
-- hyperparameters travel as fp64 and are rounded to the compute dtype in the kernel, and scalars derived from
+- arithmetic runs in the state dtype (fp64 for fp64 parameters, else fp32): parameters are converted right
+  after the load and back only at the store (bf16 arithmetic is also wrong under the Triton interpreter);
+- hyperparameters travel as fp64 and round once to the compute dtype in the kernel; the scalars derived from
   them (1 - beta, bias corrections, 1 - lr*wd) are computed on the host in double, as the reference does;
-- division and square root are IEEE round-to-nearest and FMA contraction is off, so each operation rounds
-  exactly as the reference's PyTorch ops do.
+- division and square root round to nearest (IEEE) and FMA contraction is off, so every operation rounds as
+  the C++ kernels' scalar code does.
 
-Masks (masks[i]): None updates every element; a bool/uint8 tensor of the parameter's shape updates the elements
-where it is nonzero; a 1-D int32/int64 tensor of K flat row-major indices updates exactly those elements, and its
-grid covers the K indices only, never the whole parameter. Elements the mask leaves off are neither stored nor
-(for index lists) even visited, so they and their state stay bit-identical.
+masks[i]: None updates every element; a bool/uint8 tensor of the parameter's shape updates the elements where
+it is nonzero; a 1-D int32/int64 tensor of K flat row-major indices updates exactly those elements, with a
+grid over the K indices, never the whole parameter. Elements the mask leaves off are never stored (nor, for
+index lists, visited), so they and their state stay bit-identical.
 
 On CPU tensors the kernels need the Triton interpreter (TRITON_INTERPRET=1 set before triton is imported).
-Argument checking is the Python layer's job; this module only launches.
+Arguments are checked by the Python layer; this module only launches.
 """
 
 from __future__ import annotations
@@ -39,22 +39,22 @@ _ALL, _DENSE, _INDEX = 0, 1, 2
 
 @triton.jit
 def _select(mask_ptr, n, MASK_KIND: tl.constexpr, BLOCK: tl.constexpr):
-    """This program's flat element offsets [BLOCK] (int64) and where the step applies [BLOCK] (bool).
-
-    n is the parameter's numel (MASK_KIND 0, 1) or the number of listed indices K (MASK_KIND 2)."""
-    # int64 positions: parameters may hold more than 2**31 elements.
+    """This program's flat element offsets [BLOCK] (int64), which of them exist [BLOCK] (loads) and where the
+    step applies [BLOCK] (stores). n is the parameter's numel (MASK_KIND 0, 1) or the index count K (2)."""
+    # Loads cover every live element, dense masks included, so they stay vectorised; only the stores honour
+    # the mask. int64 positions: parameters may hold more than 2**31 elements.
     k = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    in_range = k < n
+    live = k < n
     if MASK_KIND == 2:
-        offs = tl.load(mask_ptr + k, mask=in_range, other=0).to(tl.int64)
-        on = in_range
+        offs = tl.load(mask_ptr + k, mask=live, other=0).to(tl.int64)
+        on = live
     elif MASK_KIND == 1:
         offs = k
-        on = in_range & (tl.load(mask_ptr + k, mask=in_range, other=0) != 0)
+        on = live & (tl.load(mask_ptr + k, mask=live, other=0) != 0)
     else:
         offs = k
-        on = in_range
-    return offs, on
+        on = live
+    return offs, live, on
 
 
 @triton.jit
@@ -82,25 +82,30 @@ def _masked_sgd_step_kernel(
     NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr, FIRST_STEP: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # One pass: read p, g, buf (not on the first step), mask; write p, buf. Off elements are never stored.
-    offs, on = _select(mask_ptr, n, MASK_KIND, BLOCK)
-    p = tl.load(p_ptr + offs, mask=on, other=0).to(CDT)  # [BLOCK]
-    g = tl.load(g_ptr + offs, mask=on, other=0).to(CDT)  # [BLOCK]
+    offs, live, on = _select(mask_ptr, n, MASK_KIND, BLOCK)
+    # Hyperparameters arrive as fp64 and round once to the compute dtype (the C++ kernels' S(x)).
+    lr = tl.full([], lr, CDT)
+    momentum = tl.full([], momentum, CDT)
+    one_m_dampening = tl.full([], one_m_dampening, CDT)
+    weight_decay = tl.full([], weight_decay, CDT)
+    p = tl.load(p_ptr + offs, mask=live, other=0).to(CDT)  # [BLOCK]
+    g = tl.load(g_ptr + offs, mask=live, other=0).to(CDT)  # [BLOCK]
     if MAXIMIZE:
         g = -g
     if HAS_WD:
-        g = g + tl.full([], weight_decay, CDT) * p
+        g = g + weight_decay * p
     if HAS_BUF:
         if FIRST_STEP:
             b = g
         else:
-            buf = tl.load(buf_ptr + offs, mask=on, other=0)  # [BLOCK] state dtype == CDT
-            b = tl.full([], momentum, CDT) * buf + tl.full([], one_m_dampening, CDT) * g
+            buf = tl.load(buf_ptr + offs, mask=live, other=0)  # [BLOCK] state dtype == CDT
+            b = momentum * buf + one_m_dampening * g
         tl.store(buf_ptr + offs, b, mask=on)
         if NESTEROV:
-            g = g + tl.full([], momentum, CDT) * b
+            g = g + momentum * b
         else:
             g = b
-    p = p - tl.full([], lr, CDT) * g
+    p = p - lr * g
     tl.store(p_ptr + offs, p.to(p_ptr.dtype.element_ty), mask=on)
 
 
@@ -113,23 +118,31 @@ def _masked_adamw_step_kernel(
     BLOCK: tl.constexpr,
 ):
     # One pass: read p, g, m, v, vmax (amsgrad), mask; write p, m, v, vmax. Off elements are never stored.
-    offs, on = _select(mask_ptr, n, MASK_KIND, BLOCK)
-    p = tl.load(p_ptr + offs, mask=on, other=0).to(CDT)  # [BLOCK]
-    g = tl.load(g_ptr + offs, mask=on, other=0).to(CDT)  # [BLOCK]
-    m = tl.load(m_ptr + offs, mask=on, other=0)  # [BLOCK] state dtype == CDT
-    v = tl.load(v_ptr + offs, mask=on, other=0)  # [BLOCK]
+    offs, live, on = _select(mask_ptr, n, MASK_KIND, BLOCK)
+    decay = tl.full([], decay, CDT)
+    beta1 = tl.full([], beta1, CDT)
+    one_m_beta1 = tl.full([], one_m_beta1, CDT)
+    beta2 = tl.full([], beta2, CDT)
+    one_m_beta2 = tl.full([], one_m_beta2, CDT)
+    step_size = tl.full([], step_size, CDT)
+    bc2_sqrt = tl.full([], bc2_sqrt, CDT)
+    eps = tl.full([], eps, CDT)
+    p = tl.load(p_ptr + offs, mask=live, other=0).to(CDT)  # [BLOCK]
+    g = tl.load(g_ptr + offs, mask=live, other=0).to(CDT)  # [BLOCK]
+    m = tl.load(m_ptr + offs, mask=live, other=0)  # [BLOCK] state dtype == CDT
+    v = tl.load(v_ptr + offs, mask=live, other=0)  # [BLOCK]
     if MAXIMIZE:
         g = -g
-    p = p * tl.full([], decay, CDT)
-    m = tl.full([], beta1, CDT) * m + tl.full([], one_m_beta1, CDT) * g
-    v = tl.full([], beta2, CDT) * v + tl.full([], one_m_beta2, CDT) * g * g
+    p = p * decay
+    m = beta1 * m + one_m_beta1 * g
+    v = beta2 * v + one_m_beta2 * g * g
     vv = v
     if AMSGRAD:
-        vmax = tl.load(vmax_ptr + offs, mask=on, other=0)  # [BLOCK]
+        vmax = tl.load(vmax_ptr + offs, mask=live, other=0)  # [BLOCK]
         vv = tl.maximum(vmax, v)
         tl.store(vmax_ptr + offs, vv, mask=on)
-    denom = _div(_sqrt(vv, CDT), tl.full([], bc2_sqrt, CDT), CDT) + tl.full([], eps, CDT)
-    p = p - _div(tl.full([], step_size, CDT) * m, denom, CDT)
+    denom = _div(_sqrt(vv, CDT), bc2_sqrt, CDT) + eps
+    p = p - _div(step_size * m, denom, CDT)
     tl.store(p_ptr + offs, p.to(p_ptr.dtype.element_ty), mask=on)
     tl.store(m_ptr + offs, m, mask=on)
     tl.store(v_ptr + offs, v, mask=on)
@@ -144,22 +157,30 @@ def _masked_sophia_step_kernel(
     BLOCK: tl.constexpr,
 ):
     # One pass: read p, g, m, h, mask; write p, m, and h only on hessian-update steps.
-    offs, on = _select(mask_ptr, n, MASK_KIND, BLOCK)
-    p = tl.load(p_ptr + offs, mask=on, other=0).to(CDT)  # [BLOCK]
-    g = tl.load(g_ptr + offs, mask=on, other=0).to(CDT)  # [BLOCK]
-    m = tl.load(m_ptr + offs, mask=on, other=0)  # [BLOCK] state dtype == CDT
-    h = tl.load(h_ptr + offs, mask=on, other=0)  # [BLOCK]
+    offs, live, on = _select(mask_ptr, n, MASK_KIND, BLOCK)
+    lr = tl.full([], lr, CDT)
+    beta1 = tl.full([], beta1, CDT)
+    one_m_beta1 = tl.full([], one_m_beta1, CDT)
+    beta2 = tl.full([], beta2, CDT)
+    one_m_beta2 = tl.full([], one_m_beta2, CDT)
+    rho_bs = tl.full([], rho_bs, CDT)
+    decay = tl.full([], decay, CDT)
+    eps = tl.full([], eps, CDT)
+    p = tl.load(p_ptr + offs, mask=live, other=0).to(CDT)  # [BLOCK]
+    g = tl.load(g_ptr + offs, mask=live, other=0).to(CDT)  # [BLOCK]
+    m = tl.load(m_ptr + offs, mask=live, other=0)  # [BLOCK] state dtype == CDT
+    h = tl.load(h_ptr + offs, mask=live, other=0)  # [BLOCK]
     if MAXIMIZE:
         g = -g
     if UPDATE_HESSIAN:
-        h = tl.full([], beta2, CDT) * h + tl.full([], one_m_beta2, CDT) * g * g
+        h = beta2 * h + one_m_beta2 * g * g
         tl.store(h_ptr + offs, h, mask=on)
-    m = tl.full([], beta1, CDT) * m + tl.full([], one_m_beta1, CDT) * g
-    p = p * tl.full([], decay, CDT)
-    ratio = _div(tl.abs(m), tl.full([], rho_bs, CDT) * tl.maximum(h, 0.0) + tl.full([], eps, CDT), CDT)
+    m = beta1 * m + one_m_beta1 * g
+    p = p * decay
+    ratio = _div(tl.abs(m), rho_bs * tl.maximum(h, 0.0) + eps, CDT)
     ratio = tl.minimum(ratio, 1.0)
     sign = tl.where(m > 0, 1.0, tl.where(m < 0, -1.0, 0.0)).to(CDT)
-    p = p - tl.full([], lr, CDT) * sign * ratio
+    p = p - lr * sign * ratio
     tl.store(p_ptr + offs, p.to(p_ptr.dtype.element_ty), mask=on)
     tl.store(m_ptr + offs, m, mask=on)
 
@@ -170,8 +191,8 @@ def _interpreted() -> bool:
 
 def _check_device(t: Optional[Tensor]) -> None:
     if t is not None and t.device.type == "cpu" and not _interpreted():
-        raise RuntimeError("the triton backend needs a CUDA tensor, or TRITON_INTERPRET=1 set before importing "
-                           "triton to run its kernels on CPU tensors in the Triton interpreter")
+        raise RuntimeError("the triton backend needs a CUDA tensor, or TRITON_INTERPRET=1 set before "
+                           "importing triton to run its kernels on CPU tensors in the Triton interpreter")
 
 
 def _launch(kernel, p: Tensor, g: Tensor, states: Sequence[Optional[Tensor]], mask: Optional[Tensor],
@@ -179,7 +200,8 @@ def _launch(kernel, p: Tensor, g: Tensor, states: Sequence[Optional[Tensor]], ma
     """Steps one parameter: one launch of `kernel` over its contiguous working copies, then writes back.
 
     p: [*] param, g: [*] its grad, states: [*] each (None where the op has no such state this step),
-    mask: None | [*] bool/uint8 | [K] int32/int64 flat indices."""
+    mask: None | [*] bool/uint8 | [K] int32/int64 flat indices.
+    """
     if p.numel() == 0:
         return
     for t in (p, g, mask, *states):
@@ -203,6 +225,7 @@ def _launch(kernel, p: Tensor, g: Tensor, states: Sequence[Optional[Tensor]], ma
     # The interpreter pays ~1.7 ms per program instance, so it gets a few large blocks.
     block = 4096 if _interpreted() else 1024
     grid = (triton.cdiv(count, block),)
+    # Triton launches on the current CUDA device: make it the parameter's.
     with torch.cuda.device(p.device) if p.is_cuda else contextlib.nullcontext():
         kernel[grid](*args, *scalars, CDT=cdt, MASK_KIND=kind, BLOCK=block, num_warps=4,
                      enable_fp_fusion=False, **flags)
@@ -234,18 +257,20 @@ def masked_adamw_step(params: list[Tensor], grads: list[Tensor], exp_avgs: list[
     lr, beta1, beta2, step = float(lr), float(beta1), float(beta2), float(step)
     step_size = lr / (1 - beta1 ** step)
     bc2_sqrt = math.sqrt(1 - beta2 ** step)
-    scalars = (1 - lr * float(weight_decay), beta1, 1 - beta1, beta2, 1 - beta2, step_size, bc2_sqrt, float(eps))
+    scalars = (1 - lr * float(weight_decay), beta1, 1 - beta1, beta2, 1 - beta2, step_size, bc2_sqrt,
+               float(eps))
     for i, (p, g) in enumerate(zip(params, grads)):
         vmax = max_exp_avg_sqs[i] if amsgrad else None
         _launch(_masked_adamw_step_kernel, p, g, (exp_avgs[i], exp_avg_sqs[i], vmax), masks[i], scalars,
                 AMSGRAD=bool(amsgrad), MAXIMIZE=bool(maximize))
 
 
-def masked_sophia_step(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], hessians: list[Tensor],
-                       masks: list[Optional[Tensor]], lr: float, beta1: float, beta2: float, rho: float, bs: float,
-                       weight_decay: float, eps: float, update_hessian: bool, maximize: bool) -> None:
-    """Sophia step (SOUL's variant) on the masked elements of every params[i]; hessians[i] is only written when
-    update_hessian."""
+def masked_sophia_step(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
+                       hessians: list[Tensor], masks: list[Optional[Tensor]], lr: float, beta1: float,
+                       beta2: float, rho: float, bs: float, weight_decay: float, eps: float,
+                       update_hessian: bool, maximize: bool) -> None:
+    """Sophia step (SOUL's variant) on the masked elements of every params[i]; hessians[i] is only written
+    when update_hessian."""
     lr, beta1, beta2 = float(lr), float(beta1), float(beta2)
     scalars = (lr, beta1, 1 - beta1, beta2, 1 - beta2, float(rho) * float(bs), 1 - lr * float(weight_decay),
                float(eps))

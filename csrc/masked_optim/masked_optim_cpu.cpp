@@ -1,50 +1,53 @@
-// CPU kernels of the masked optimizer steps. One pass per tensor: read p, g, state, mask; write p, state.
-// Dense masks compute every element and select (branch-free, vectorisable); index lists touch only the
-// listed entries. Parallel over elements with at::parallel_for.
-#include <ATen/Dispatch.h>
+// CPU kernels of the masked optimizer steps. One pass: read p, g, state, mask; write p, state. Dense masks compute
+// every element and select (branch-free); index lists touch only the listed entries. A whole list is one
+// parallel loop over fixed-size chunks of all its tensors; the per-chunk loops come from
+// masked_optim_cpu_kernels.cpp in the best instruction set this CPU has.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+
 #include "common/checks.h"
-#include "masked_optim/masked_optim.h"
-#include "masked_optim/masked_optim_math.h"
+#include "masked_optim/masked_optim_cpu.h"
 
 namespace pyunlearn::masked_optim {
+
 namespace {
 
 constexpr int64_t kGrain = 1 << 15;
 
-// Calls body(i, on) for every element the mask selects (All, Dense: every element with on = mask[i]; Index:
-// each listed i with on = true). `body` must store old values where on is false.
-template <typename Body>
-void for_each_masked(MaskKind kind, int64_t numel, const at::Tensor& mask, Body&& body) {
-  if (kind == MaskKind::All) {
-    at::parallel_for(0, numel, kGrain, [&](int64_t b, int64_t e) {
-#pragma GCC ivdep
-      for (int64_t i = b; i < e; ++i) body(i, true);
-    });
-  } else if (kind == MaskKind::Dense) {
-    const uint8_t* mk = reinterpret_cast<const uint8_t*>(mask.data_ptr());
-    at::parallel_for(0, numel, kGrain, [&](int64_t b, int64_t e) {
-#pragma GCC ivdep
-      for (int64_t i = b; i < e; ++i) body(i, mk[i] != 0);
-    });
-  } else {
-    AT_DISPATCH_INDEX_TYPES(mask.scalar_type(), "masked_optim_index", [&] {
-      const index_t* ix = mask.data_ptr<index_t>();
-      at::parallel_for(0, mask.numel(), kGrain, [&](int64_t b, int64_t e) {
-        for (int64_t k = b; k < e; ++k) body(static_cast<int64_t>(ix[k]), true);
-      });
-    });
+bool cpu_has(const std::string& isa) {
+#if defined(__x86_64__) && defined(PYUNLEARN_CPU_MULTI_ISA)
+  __builtin_cpu_init();
+  if (isa == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (isa == "avx512") {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
   }
+#endif
+  return isa == "base";
 }
 
-// Prepares tensor i: mask kind (index bounds checked), contiguous working copies.
-struct Slot {
-  MaskKind kind;
-  at::Tensor mask;
-  std::vector<Contig> t;  // params, then the states in op order (undefined when absent)
-};
+CpuKernels kernels_for(const std::string& isa) {
+#if defined(PYUNLEARN_CPU_MULTI_ISA)
+  if (isa == "avx512") return isa_avx512::kernels();
+  if (isa == "avx2") return isa_avx2::kernels();
+#endif
+  return isa_base::kernels();
+}
+
+CpuKernels& active() {
+  static CpuKernels k = [] {
+    const char* env = std::getenv("PYUNLEARN_CPU_ISA");
+    if (env != nullptr && *env != '\0') {
+      TORCH_CHECK_VALUE(cpu_has(env), "PYUNLEARN_CPU_ISA must be one of the instruction sets this build and CPU have ",
+                        "(base, avx2, avx512), got ", env);
+      return kernels_for(env);
+    }
+    return kernels_for(cpu_isas().back());
+  }();
+  return k;
+}
 
 Slot make_slot(const MaskList& masks, size_t i, std::initializer_list<at::Tensor> ts) {
   Slot s;
@@ -52,13 +55,29 @@ Slot make_slot(const MaskList& masks, size_t i, std::initializer_list<at::Tensor
   s.kind = mask_kind(masks, i, p);
   if (s.kind != MaskKind::All) s.mask = masks.get(i)->contiguous();
   if (s.kind == MaskKind::Index) check_index_bounds(arg_name("masks", i), s.mask, p.numel());
+  s.work = s.kind == MaskKind::Index ? s.mask.numel() : p.numel();
   for (const auto& t : ts) s.t.emplace_back(t);
   return s;
 }
 
-template <typename T>
-T* ptr(Contig& c) {
-  return c.work.defined() ? c.work.data_ptr<T>() : nullptr;
+// Multi-tensor execution: every slot is cut into chunks of kGrain elements and ONE parallel loop runs all chunks
+// of all tensors, so a list of many small tensors costs one parallel region, not one per tensor.
+// run(slot, begin, end) steps elements [begin, end) of the slot's work list.
+template <typename Run>
+void run_chunks(std::vector<Slot>& slots, Run&& run) {
+  std::vector<std::pair<int32_t, int64_t>> chunks;  // (slot, begin)
+  for (size_t i = 0; i < slots.size(); ++i) {
+    for (int64_t b = 0; b < slots[i].work; b += kGrain) chunks.emplace_back(static_cast<int32_t>(i), b);
+  }
+  at::parallel_for(0, static_cast<int64_t>(chunks.size()), 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      Slot& s = slots[chunks[c].first];
+      run(s, chunks[c].second, std::min(chunks[c].second + kGrain, s.work));
+    }
+  });
+  for (auto& s : slots) {
+    for (auto& c : s.t) c.write_back();
+  }
 }
 
 void masked_sgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList bufs, const MaskList& masks,
@@ -66,24 +85,13 @@ void masked_sgd_step_cpu(at::TensorList params, at::TensorList grads, at::Tensor
                          bool maximize, bool first_step) {
   check_sgd_args(params, grads, bufs, masks, lr, momentum, dampening, weight_decay, nesterov);
   const bool use_buf = momentum != 0.0;
+  std::vector<Slot> slots;
   for (size_t i = 0; i < params.size(); ++i) {
-    Slot s = make_slot(masks, i, {params[i], grads[i], use_buf ? bufs[i] : at::Tensor()});
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[i].scalar_type(), "masked_sgd_step_cpu", [&] {
-      using S = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-      const SgdCoeffs<S> a(lr, momentum, dampening, weight_decay, nesterov, maximize, first_step);
-      scalar_t* p = ptr<scalar_t>(s.t[0]);
-      const scalar_t* g = ptr<scalar_t>(s.t[1]);
-      S* buf = ptr<S>(s.t[2]);
-      for_each_masked(s.kind, params[i].numel(), s.mask, [&](int64_t j, bool on) {
-        S pv = S(p[j]), bv = buf ? buf[j] : S(0);
-        S np = pv, nb = bv;
-        sgd_update<S>(np, S(g[j]), buf ? &nb : nullptr, a);
-        p[j] = on ? scalar_t(np) : p[j];
-        if (buf) buf[j] = on ? nb : bv;
-      });
-    });
-    for (auto& c : s.t) c.write_back();
+    slots.push_back(make_slot(masks, i, {params[i], grads[i], use_buf ? bufs[i] : at::Tensor()}));
   }
+  run_chunks(slots, [&](const Slot& s, int64_t b, int64_t e) {
+    cpu_kernels().sgd(s, b, e, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step);
+  });
 }
 
 void masked_adamw_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
@@ -92,29 +100,14 @@ void masked_adamw_step_cpu(at::TensorList params, at::TensorList grads, at::Tens
                            bool amsgrad, bool maximize) {
   check_adamw_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masks, lr, beta1, beta2, weight_decay, eps,
                    step, amsgrad);
+  std::vector<Slot> slots;
   for (size_t i = 0; i < params.size(); ++i) {
-    Slot s = make_slot(masks, i, {params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
-                                  amsgrad ? max_exp_avg_sqs[i] : at::Tensor()});
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[i].scalar_type(), "masked_adamw_step_cpu", [&] {
-      using S = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-      const AdamWCoeffs<S> a(lr, beta1, beta2, weight_decay, eps, step, amsgrad, maximize);
-      scalar_t* p = ptr<scalar_t>(s.t[0]);
-      const scalar_t* g = ptr<scalar_t>(s.t[1]);
-      S* m = ptr<S>(s.t[2]);
-      S* v = ptr<S>(s.t[3]);
-      S* vmax = ptr<S>(s.t[4]);
-      for_each_masked(s.kind, params[i].numel(), s.mask, [&](int64_t j, bool on) {
-        S pv = S(p[j]), mv = m[j], vv = v[j], xv = vmax ? vmax[j] : S(0);
-        S np = pv, nm = mv, nv = vv, nx = xv;
-        adamw_update<S>(np, S(g[j]), nm, nv, &nx, a);
-        p[j] = on ? scalar_t(np) : p[j];
-        m[j] = on ? nm : mv;
-        v[j] = on ? nv : vv;
-        if (vmax) vmax[j] = on ? nx : xv;
-      });
-    });
-    for (auto& c : s.t) c.write_back();
+    slots.push_back(make_slot(masks, i, {params[i], grads[i], exp_avgs[i], exp_avg_sqs[i],
+                                         amsgrad ? max_exp_avg_sqs[i] : at::Tensor()}));
   }
+  run_chunks(slots, [&](const Slot& s, int64_t b, int64_t e) {
+    cpu_kernels().adamw(s, b, e, lr, beta1, beta2, weight_decay, eps, step, amsgrad, maximize);
+  });
 }
 
 void masked_sophia_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
@@ -122,29 +115,32 @@ void masked_sophia_step_cpu(at::TensorList params, at::TensorList grads, at::Ten
                             double rho, double bs, double weight_decay, double eps, bool update_hessian,
                             bool maximize) {
   check_sophia_args(params, grads, exp_avgs, hessians, masks, lr, beta1, beta2, rho, bs, weight_decay, eps);
+  std::vector<Slot> slots;
   for (size_t i = 0; i < params.size(); ++i) {
-    Slot s = make_slot(masks, i, {params[i], grads[i], exp_avgs[i], hessians[i]});
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, params[i].scalar_type(), "masked_sophia_step_cpu", [&] {
-      using S = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-      const SophiaCoeffs<S> a(lr, beta1, beta2, rho, bs, weight_decay, eps, update_hessian, maximize);
-      scalar_t* p = ptr<scalar_t>(s.t[0]);
-      const scalar_t* g = ptr<scalar_t>(s.t[1]);
-      S* m = ptr<S>(s.t[2]);
-      S* h = ptr<S>(s.t[3]);
-      for_each_masked(s.kind, params[i].numel(), s.mask, [&](int64_t j, bool on) {
-        S pv = S(p[j]), mv = m[j], hv = h[j];
-        S np = pv, nm = mv, nh = hv;
-        sophia_update<S>(np, S(g[j]), nm, nh, a);
-        p[j] = on ? scalar_t(np) : p[j];
-        m[j] = on ? nm : mv;
-        h[j] = on ? nh : hv;
-      });
-    });
-    for (auto& c : s.t) c.write_back();
+    slots.push_back(make_slot(masks, i, {params[i], grads[i], exp_avgs[i], hessians[i]}));
   }
+  run_chunks(slots, [&](const Slot& s, int64_t b, int64_t e) {
+    cpu_kernels().sophia(s, b, e, lr, beta1, beta2, rho, bs, weight_decay, eps, update_hessian, maximize);
+  });
 }
 
 }  // namespace
+
+std::vector<std::string> cpu_isas() {
+  std::vector<std::string> out;
+  for (const char* isa : {"base", "avx2", "avx512"}) {
+    if (cpu_has(isa)) out.emplace_back(isa);
+  }
+  return out;
+}
+
+const CpuKernels& cpu_kernels() { return active(); }
+
+bool set_cpu_isa(const std::string& name) {
+  if (!cpu_has(name)) return false;
+  active() = kernels_for(name);
+  return true;
+}
 
 TORCH_LIBRARY_IMPL(pyunlearn, CPU, m) {
   m.impl("masked_sgd_step", &masked_sgd_step_cpu);

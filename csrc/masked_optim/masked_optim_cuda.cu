@@ -153,25 +153,25 @@ __device__ __forceinline__ void step_block(const ListMeta<NS>& meta, const Fn& f
   }
 }
 
-// momentum == 0 runs without buffers: sgd_update must then get nullptr (a zero buffer would still apply dampening).
+// momentum == 0 runs without buffers (state pointer nullptr): sgd_update then ignores its buffer argument.
 template <typename S>
 struct SgdKernelArgs {
-  SgdArgs<S> a;
+  SgdCoeffs<S> a;
   bool use_buf;
 };
 
 template <typename T, typename S, MaskKind K, typename I>
 __global__ void __launch_bounds__(kThreads) _masked_sgd_step_kernel(ListMeta<1> meta, SgdKernelArgs<S> ka) {
-  step_block<T, S, 1, K, I>(meta, [&](S& p, S g, S* st) { sgd_update<S>(p, g, ka.use_buf ? st : nullptr, ka.a); });
+  step_block<T, S, 1, K, I>(meta, [&](S& p, S g, S* st) { sgd_update<S>(p, g, st[0], ka.use_buf, ka.a); });
 }
 
 template <typename T, typename S, MaskKind K, typename I>
-__global__ void __launch_bounds__(kThreads) _masked_adamw_step_kernel(ListMeta<3> meta, AdamWArgs<S> a) {
-  step_block<T, S, 3, K, I>(meta, [&](S& p, S g, S* st) { adamw_update<S>(p, g, st[0], st[1], &st[2], a); });
+__global__ void __launch_bounds__(kThreads) _masked_adamw_step_kernel(ListMeta<3> meta, AdamWCoeffs<S> a) {
+  step_block<T, S, 3, K, I>(meta, [&](S& p, S g, S* st) { adamw_update<S>(p, g, st[0], st[1], st[2], a); });
 }
 
 template <typename T, typename S, MaskKind K, typename I>
-__global__ void __launch_bounds__(kThreads) _masked_sophia_step_kernel(ListMeta<2> meta, SophiaArgs<S> a) {
+__global__ void __launch_bounds__(kThreads) _masked_sophia_step_kernel(ListMeta<2> meta, SophiaCoeffs<S> a) {
   step_block<T, S, 2, K, I>(meta, [&](S& p, S g, S* st) { sophia_update<S>(p, g, st[0], st[1], a); });
 }
 
@@ -193,6 +193,9 @@ std::vector<Slot> make_slots(at::TensorList params, at::TensorList grads, const 
   std::vector<Slot> slots;
   for (size_t i = 0; i < params.size(); ++i) {
     const at::Tensor& p = params[i];
+    // The dispatcher picked CUDA from some argument; a CPU tensor elsewhere in the list would be a host pointer.
+    TORCH_CHECK_VALUE(p.is_cuda(), "params[", i, "] must be a CUDA tensor like the rest of the call, got ",
+                      p.device());
     Slot s;
     s.kind = mask_kind(masks, i, p);
     if (s.kind != MaskKind::All) s.mask = masks.get(i)->contiguous();
@@ -294,7 +297,7 @@ void masked_sgd_step_cuda(at::TensorList params, at::TensorList grads, at::Tenso
   for_each_group(slots, [&](at::ScalarType dt, MaskKind kind, at::ScalarType it, const std::vector<Slot*>& group) {
     PU_DISPATCH(dt, "masked_sgd_step_cuda", [&] {
       using S = state_t<scalar_t>;
-      const SgdKernelArgs<S> a{{S(lr), S(momentum), S(dampening), S(weight_decay), nesterov, maximize, first_step},
+      const SgdKernelArgs<S> a{SgdCoeffs<S>(lr, momentum, dampening, weight_decay, nesterov, maximize, first_step),
                                use_buf};
       dispatch_mask(kind, it, [&](auto k, auto i) {
         launch_group<scalar_t, S, 1>(group, &_masked_sgd_step_kernel<scalar_t, S, decltype(k)::value, decltype(i)>,
@@ -311,16 +314,12 @@ void masked_adamw_step_cuda(at::TensorList params, at::TensorList grads, at::Ten
                             bool amsgrad, bool maximize) {
   check_adamw_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masks, lr, beta1, beta2, weight_decay, eps,
                    step, amsgrad);
-  // Bias corrections once per call, in double, as the CPU kernel does.
-  const double bc1 = 1.0 - std::pow(beta1, step);
-  const double bc2_sqrt = std::sqrt(1.0 - std::pow(beta2, step));
   std::vector<Slot> slots = make_slots(params, grads, masks,
                                        {exp_avgs, exp_avg_sqs, amsgrad ? max_exp_avg_sqs : at::TensorList()});
   for_each_group(slots, [&](at::ScalarType dt, MaskKind kind, at::ScalarType it, const std::vector<Slot*>& group) {
     PU_DISPATCH(dt, "masked_adamw_step_cuda", [&] {
       using S = state_t<scalar_t>;
-      const AdamWArgs<S> a{S(lr), S(beta1), S(beta2), S(weight_decay), S(eps), S(lr / bc1), S(bc2_sqrt),
-                           amsgrad, maximize};
+      const AdamWCoeffs<S> a(lr, beta1, beta2, weight_decay, eps, step, amsgrad, maximize);
       dispatch_mask(kind, it, [&](auto k, auto i) {
         launch_group<scalar_t, S, 3>(group,
                                      &_masked_adamw_step_kernel<scalar_t, S, decltype(k)::value, decltype(i)>, a);
@@ -339,8 +338,7 @@ void masked_sophia_step_cuda(at::TensorList params, at::TensorList grads, at::Te
   for_each_group(slots, [&](at::ScalarType dt, MaskKind kind, at::ScalarType it, const std::vector<Slot*>& group) {
     PU_DISPATCH(dt, "masked_sophia_step_cuda", [&] {
       using S = state_t<scalar_t>;
-      const SophiaArgs<S> a{S(lr), S(beta1), S(beta2), S(rho * bs), S(weight_decay), S(eps), update_hessian,
-                            maximize};
+      const SophiaCoeffs<S> a(lr, beta1, beta2, rho, bs, weight_decay, eps, update_hessian, maximize);
       dispatch_mask(kind, it, [&](auto k, auto i) {
         launch_group<scalar_t, S, 2>(group,
                                      &_masked_sophia_step_kernel<scalar_t, S, decltype(k)::value, decltype(i)>, a);

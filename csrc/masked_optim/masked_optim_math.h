@@ -27,17 +27,19 @@ struct SgdCoeffs {
         nesterov(nesterov_), maximize(maximize_), first_step(first_step_) {}
 };
 
+// The update functions are branch-free (selects on loop-invariant flags, no conditional stores) so that the
+// compiler vectorises the CPU loops; every argument is a value or a reference to a local.
+
 // torch.optim.SGD: g += wd*p; buf = first ? g : mom*buf + (1-damp)*g; d = nesterov ? g + mom*buf : buf; p -= lr*d.
+// has_buf = momentum != 0 (else buf is ignored).
 template <typename S>
-PU_HD void sgd_update(S& p, S g, S* buf, const SgdCoeffs<S>& a) {
-  if (a.maximize) g = -g;
-  if (a.weight_decay != S(0)) g = g + a.weight_decay * p;
-  if (buf != nullptr) {
-    S b = a.first_step ? g : a.momentum * (*buf) + a.one_minus_dampening * g;
-    *buf = b;
-    g = a.nesterov ? g + a.momentum * b : b;
-  }
-  p = p - a.lr * g;
+PU_HD void sgd_update(S& p, S g, S& buf, bool has_buf, const SgdCoeffs<S>& a) {
+  g = a.maximize ? -g : g;
+  g = a.weight_decay != S(0) ? g + a.weight_decay * p : g;
+  S b = a.first_step ? g : a.momentum * buf + a.one_minus_dampening * g;
+  buf = has_buf ? b : buf;
+  S d = a.nesterov ? g + a.momentum * b : b;
+  p = p - a.lr * (has_buf ? d : g);
 }
 
 template <typename S>
@@ -54,19 +56,16 @@ struct AdamWCoeffs {
 };
 
 // torch.optim.AdamW (decoupled decay): p *= 1-lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-// vmax = max(vmax, v) if amsgrad; p -= step_size * m / (sqrt(v or vmax)/bc2_sqrt + eps).
+// vmax = max(vmax, v) if amsgrad (else vmax is ignored); p -= step_size * m / (sqrt(v or vmax)/bc2_sqrt + eps).
 template <typename S>
-PU_HD void adamw_update(S& p, S g, S& m, S& v, S* vmax, const AdamWCoeffs<S>& a) {
-  if (a.maximize) g = -g;
+PU_HD void adamw_update(S& p, S g, S& m, S& v, S& vmax, const AdamWCoeffs<S>& a) {
+  g = a.maximize ? -g : g;
   p = p * a.decay;
   m = a.beta1 * m + a.one_minus_beta1 * g;
   v = a.beta2 * v + a.one_minus_beta2 * g * g;
-  S vv = v;
-  if (a.amsgrad) {
-    S mx = *vmax > v ? *vmax : v;
-    *vmax = mx;
-    vv = mx;
-  }
+  S mx = vmax > v ? vmax : v;
+  vmax = a.amsgrad ? mx : vmax;
+  S vv = a.amsgrad ? mx : v;
   S denom = std::sqrt(vv) / a.bc2_sqrt + a.eps;
   p = p - a.step_size * m / denom;
 }
@@ -86,8 +85,8 @@ struct SophiaCoeffs {
 // m = b1 m + (1-b1) g; p *= 1-lr*wd; p -= lr * sign(m) * min(|m| / (rho*bs*max(h,0) + eps), 1).
 template <typename S>
 PU_HD void sophia_update(S& p, S g, S& m, S& h, const SophiaCoeffs<S>& a) {
-  if (a.maximize) g = -g;
-  if (a.update_hessian) h = a.beta2 * h + a.one_minus_beta2 * g * g;
+  g = a.maximize ? -g : g;
+  h = a.update_hessian ? a.beta2 * h + a.one_minus_beta2 * g * g : h;
   m = a.beta1 * m + a.one_minus_beta1 * g;
   p = p * a.decay;
   S hp = h > S(0) ? h : S(0);

@@ -201,3 +201,63 @@ def test_bad_input_cpp_op(name, kw, exc, match):
     with pytest.raises(exc, match=match):
         torch.ops.pyunlearn.masked_adamw_step([p], [g], [torch.zeros(4)], [torch.zeros(4)], [], [kw.get("mask")],
                                               kw.get("lr", 1e-3), 0.9, 0.999, 0.0, 1e-8, 1.0, False, False)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="CPU instruction sets")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op_name", list(OPS))
+def test_cpu_instruction_sets_agree_bitwise(op_name, dtype):
+    """The CPU loops are compiled for base x86-64, AVX2 and AVX-512 without FMA contraction: every instruction set
+    this machine has must give bit-identical results (and match the reference, checked above for the default)."""
+    op, _, build = OPS[op_name]
+    isas = pyunlearn._C.build_info()["cpu_isas"]
+    default = pyunlearn._C.build_info()["cpu_isa"]
+    tensors, scalars = build("2d", dtype, DEVICE, "bool")
+    results = []
+    try:
+        for isa in isas:
+            assert pyunlearn._C.set_cpu_isa(isa)
+            t = clone_args(tensors)
+            op(*t.values(), *scalars)
+            results.append((isa, t))
+    finally:
+        pyunlearn._C.set_cpu_isa(default)
+    for isa, t in results[1:]:
+        for name in t:
+            for a, b in zip(t[name], results[0][1][name]):
+                if a is not None:
+                    assert torch.equal(a, b), f"{isa} differs from {results[0][0]} in {name}"
+
+
+def test_set_cpu_isa_rejects_unknown():
+    assert pyunlearn._C.set_cpu_isa("sse9") is False
+
+
+@pytest.mark.parametrize("backend,module", [("triton", "pyunlearn.kernels.masked_optim"),
+                                            ("reference", "pyunlearn.reference.masked_optim")])
+def test_backend_switch_really_runs_that_backend(backend, module, monkeypatch):
+    """Guards the tests above against passing on the C++ kernel: under use_backend(b) the op must run b's code,
+    and after it the C++ kernel again."""
+    if backend not in pyunlearn.available_backends():
+        pytest.skip(f"{backend} not available here")
+    import importlib
+
+    mod = importlib.import_module(module)
+    name = "_launch" if backend == "triton" else "_put"
+    calls = []
+    real = getattr(mod, name)
+    monkeypatch.setattr(mod, name, lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    op, _, build = OPS["adamw"]
+    tensors, scalars = build("odd", torch.float32, DEVICE, "bool")
+    with pyunlearn.use_backend(backend):
+        assert pyunlearn.get_backend() == backend
+        op(*tensors.values(), *scalars)
+    assert calls, f"the {backend} backend's code did not run"
+    n = len(calls)
+    op(*tensors.values(), *scalars)
+    assert len(calls) == n and pyunlearn.get_backend() == "cpp"
+
+
+def test_set_backend_rejects_unknown():
+    with pytest.raises(ValueError, match=r"backend must be one of \('cpp', 'triton', 'reference'\), got 'cuda'"):
+        pyunlearn.set_backend("cuda")

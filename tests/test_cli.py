@@ -1,0 +1,50 @@
+"""The command line: info, bench, demo (tiny sizes), and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pyunlearn import cli
+
+
+def test_info_json(capsys):
+    assert cli.main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["cpu"] is True and info["backend"] == "cpp"
+    assert set(info["ops"]) == {"masked_sgd_step", "masked_adamw_step", "masked_sophia_step"}
+    assert "cpp" in info["available_backends"]
+
+
+def test_info_text_as_installed_script(tmp_path):
+    # cwd outside the checkout: `-m` would otherwise import the source folder, which has no compiled _C
+    out = subprocess.run([sys.executable, "-m", "pyunlearn.cli", "info"], capture_output=True, text=True,
+                         check=True, cwd=tmp_path).stdout
+    assert "CPU kernels      : yes" in out and "active backend   : cpp" in out
+
+
+def test_bench_tiny_writes_checked_rows(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    assert cli.main(["bench", "masked_optim", "--size", "tiny", "--no-compile", "--reps", "3", "--quiet",
+                     "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    providers = {r["provider"] for r in rows}
+    assert {"pyunlearn cpp", "torch foreach AdamW + exact mask", "index gather/scatter (eager)"} <= providers
+    assert all(r["ms"] > 0 and r["speedup"] > 0 for r in rows)
+    assert "pyunlearn cpp" in capsys.readouterr().out
+
+
+def test_bench_unknown_family(capsys):
+    assert cli.main(["bench", "nope"]) == 2
+    assert "family must be one of masked_optim, got 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_quick_with_compile_peer(tmp_path):
+    out = tmp_path / "demo.json"
+    assert cli.main(["demo", "--quick", "--reps", "3", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert any(r["provider"] == "reference, torch.compile (dense)" for r in rows)
