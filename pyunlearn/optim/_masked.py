@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from typing import Any, Iterable, Mapping, Optional
 
 import torch
@@ -10,7 +11,15 @@ from torch import Tensor
 from pyunlearn.ops._checks import check_mask, check_number, state_dtype
 
 
-class MaskedOptimizer(torch.optim.Optimizer):
+def check_betas(betas) -> tuple[float, float]:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    check_number("betas[0]", betas[0], below=1.0)
+    check_number("betas[1]", betas[1], below=1.0)
+    return tuple(betas)
+
+
+class MaskedOptimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     """torch.optim.Optimizer with per-parameter masks.
 
     masks: None (every parameter steps exactly as its torch.optim twin), or a dict parameter -> mask, where a mask
@@ -20,7 +29,6 @@ class MaskedOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, params, defaults: dict, masks: Optional[Mapping[Tensor, Optional[Tensor]]] = None):
-        check_number("lr", defaults["lr"])
         super().__init__(params, defaults)
         self._masks: dict[Tensor, Tensor] = {}
         self.set_masks(masks)
@@ -80,6 +88,21 @@ class MaskedOptimizer(torch.optim.Optimizer):
             self.set_masks({params[int(i)]: m.to(params[int(i)].device) for i, m in masks.items()})
 
     # -- stepping -------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One optimizer step over every group (closure as in torch.optim)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self._step_group(group)
+        return loss
+
+    @abc.abstractmethod
+    def _step_group(self, group: dict) -> None:
+        """Step one parameter group with the optimizer's op."""
+
     @staticmethod
     def _params_with_grad(group: dict) -> Iterable[Tensor]:
         for p in group["params"]:

@@ -7,7 +7,7 @@ from collections import defaultdict
 import torch
 
 from pyunlearn.ops._checks import check_number
-from pyunlearn.optim._masked import MaskedOptimizer
+from pyunlearn.optim._masked import MaskedOptimizer, check_betas
 
 
 class MaskedAdamW(MaskedOptimizer):
@@ -23,36 +23,25 @@ class MaskedAdamW(MaskedOptimizer):
         check_number("lr", lr)
         check_number("eps", eps)
         check_number("weight_decay", weight_decay)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        check_number("betas[0]", betas[0], below=1.0)
-        check_number("betas[1]", betas[1], below=1.0)
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+        defaults = dict(lr=lr, betas=check_betas(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize)
         super().__init__(params, defaults, masks)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            amsgrad = group["amsgrad"]
-            by_step = defaultdict(lambda: ([], [], [], [], [], []))
-            for p in self._params_with_grad(group):
-                st = self.state[p]
-                if "exp_avg" not in st:
-                    st["exp_avg"], st["exp_avg_sq"] = self._new_state(p), self._new_state(p)
-                if amsgrad and "max_exp_avg_sq" not in st:
-                    st["max_exp_avg_sq"] = self._new_state(p)
-                lists = by_step[self._step_count(st)]
-                for lst, t in zip(lists, (p, p.grad, st["exp_avg"], st["exp_avg_sq"],
-                                          st["max_exp_avg_sq"] if amsgrad else None, self.mask_of(p))):
-                    lst.append(t)
-            beta1, beta2 = group["betas"]
-            for step, (ps, gs, ms, vs, xs, masks) in by_step.items():
-                torch.ops.pyunlearn.masked_adamw_step(
-                    ps, gs, ms, vs, xs if amsgrad else [], masks, group["lr"], beta1, beta2, group["weight_decay"],
-                    group["eps"], step, amsgrad, group["maximize"])
-        return loss
+    def _step_group(self, group: dict) -> None:
+        amsgrad = group["amsgrad"]
+        by_step = defaultdict(lambda: ([], [], [], [], [], []))
+        for p in self._params_with_grad(group):
+            st = self.state[p]
+            if "exp_avg" not in st:
+                st["exp_avg"], st["exp_avg_sq"] = self._new_state(p), self._new_state(p)
+            if amsgrad and "max_exp_avg_sq" not in st:
+                st["max_exp_avg_sq"] = self._new_state(p)
+            lists = by_step[self._step_count(st)]
+            for lst, t in zip(lists, (p, p.grad, st["exp_avg"], st["exp_avg_sq"],
+                                      st["max_exp_avg_sq"] if amsgrad else None, self.mask_of(p))):
+                lst.append(t)
+        beta1, beta2 = group["betas"]
+        for step, (ps, gs, ms, vs, xs, masks) in by_step.items():
+            torch.ops.pyunlearn.masked_adamw_step(
+                ps, gs, ms, vs, xs if amsgrad else [], masks, group["lr"], beta1, beta2, group["weight_decay"],
+                group["eps"], step, amsgrad, group["maximize"])

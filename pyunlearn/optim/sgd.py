@@ -28,30 +28,23 @@ class MaskedSGD(MaskedOptimizer):
                         nesterov=nesterov, maximize=maximize)
         super().__init__(params, defaults, masks)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            momentum = group["momentum"]
-            # first_step differs per parameter (a buffer is new): one op call for new buffers, one for the rest
-            calls = {True: ([], [], [], []), False: ([], [], [], [])}
-            for p in self._params_with_grad(group):
-                st = self.state[p]
-                first = False
-                if momentum != 0 and st.get("momentum_buffer") is None:
-                    st["momentum_buffer"], first = self._new_state(p), True
-                ps, gs, bs, ms = calls[first]
-                ps.append(p)
-                gs.append(p.grad)
-                if momentum != 0:
-                    bs.append(st["momentum_buffer"])
-                ms.append(self.mask_of(p))
-            for first, (ps, gs, bs, ms) in calls.items():
-                if ps:
-                    torch.ops.pyunlearn.masked_sgd_step(
-                        ps, gs, bs, ms, group["lr"], momentum, group["dampening"], group["weight_decay"],
-                        group["nesterov"], group["maximize"], first)
-        return loss
+    def _step_group(self, group: dict) -> None:
+        momentum = group["momentum"]
+        # first_step differs per parameter (a buffer is new): one op call for new buffers, one for the rest
+        calls = {True: ([], [], [], []), False: ([], [], [], [])}
+        for p in self._params_with_grad(group):
+            st = self.state[p]
+            first = False
+            if momentum != 0 and st.get("momentum_buffer") is None:
+                st["momentum_buffer"], first = self._new_state(p), True
+            ps, gs, bs, ms = calls[first]
+            ps.append(p)
+            gs.append(p.grad)
+            if momentum != 0:
+                bs.append(st["momentum_buffer"])
+            ms.append(self.mask_of(p))
+        for first, (ps, gs, bs, ms) in calls.items():
+            if ps:
+                torch.ops.pyunlearn.masked_sgd_step(
+                    ps, gs, bs, ms, group["lr"], momentum, group["dampening"], group["weight_decay"],
+                    group["nesterov"], group["maximize"], first)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from pyunlearn.ops._checks import check_number
-from pyunlearn.optim._masked import MaskedOptimizer
+from pyunlearn.optim._masked import MaskedOptimizer, check_betas
 
 HESSIAN_MODES = ("sqgrad", "external")
 
@@ -30,13 +30,9 @@ class Sophia(MaskedOptimizer):
         check_number("weight_decay", weight_decay)
         check_number("bs", bs, positive=True)
         check_number("eps", eps, positive=True)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        check_number("betas[0]", betas[0], below=1.0)
-        check_number("betas[1]", betas[1], below=1.0)
         if hessian not in HESSIAN_MODES:
             raise ValueError(f"hessian must be one of {HESSIAN_MODES}, got {hessian!r}")
-        defaults = dict(lr=lr, betas=tuple(betas), rho=rho, weight_decay=weight_decay, bs=float(bs), eps=eps,
+        defaults = dict(lr=lr, betas=check_betas(betas), rho=rho, weight_decay=weight_decay, bs=float(bs), eps=eps,
                         hessian=hessian, maximize=maximize)
         super().__init__(params, defaults, masks)
 
@@ -65,22 +61,15 @@ class Sophia(MaskedOptimizer):
                 else:
                     h.view(-1)[mask.long()] = new.view(-1)[mask.long()]
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            ps, gs, ms, hs, masks = [], [], [], [], []
-            for p in self._params_with_grad(group):
-                st = self._state_of(p)
-                st["step"] += 1
-                for lst, t in zip((ps, gs, ms, hs, masks), (p, p.grad, st["exp_avg"], st["hessian"], self.mask_of(p))):
-                    lst.append(t)
-            if ps:
-                beta1, beta2 = group["betas"]
-                torch.ops.pyunlearn.masked_sophia_step(
-                    ps, gs, ms, hs, masks, group["lr"], beta1, beta2, group["rho"], group["bs"],
-                    group["weight_decay"], group["eps"], group["hessian"] == "sqgrad", group["maximize"])
-        return loss
+    def _step_group(self, group: dict) -> None:
+        ps, gs, ms, hs, masks = [], [], [], [], []
+        for p in self._params_with_grad(group):
+            st = self._state_of(p)
+            st["step"] += 1
+            for lst, t in zip((ps, gs, ms, hs, masks), (p, p.grad, st["exp_avg"], st["hessian"], self.mask_of(p))):
+                lst.append(t)
+        if ps:
+            beta1, beta2 = group["betas"]
+            torch.ops.pyunlearn.masked_sophia_step(
+                ps, gs, ms, hs, masks, group["lr"], beta1, beta2, group["rho"], group["bs"],
+                group["weight_decay"], group["eps"], group["hessian"] == "sqgrad", group["maximize"])

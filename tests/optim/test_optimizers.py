@@ -229,3 +229,22 @@ def test_bad_masks_named_by_parameter():
         opt.set_masks({w: torch.tensor([3, 3])})
     with pytest.raises(ValueError, match=r"masks\[params\[0\]\] \(a dense mask\) must have params\[0\]'s shape"):
         opt.set_masks({w: torch.ones(12, 9, dtype=torch.bool)})
+
+
+def test_sophia_external_hessian_only_moves_in_update_hessian():
+    """hessian="external" (official SophiaG): step() leaves h alone; update_hessian() folds g^2 in, masked."""
+    model = make_model()
+    w = model[0].weight
+    mask = torch.zeros_like(w, dtype=torch.bool)
+    mask[:3] = True
+    opt = Sophia(model.parameters(), lr=1e-2, hessian="external", masks={w: mask})
+    train(model, opt, steps=2)
+    h = opt.state[w]["hessian"]
+    assert torch.count_nonzero(h) == 0
+    g = w.grad.clone()
+    opt.update_hessian()
+    torch.testing.assert_close(h[mask], (1 - 0.99) * g[mask] ** 2)
+    assert torch.count_nonzero(h[~mask]) == 0
+    before = h.clone()
+    train(model, opt, steps=1)
+    assert torch.equal(h, before)
