@@ -13,13 +13,22 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "${1:-$here/..}" && pwd)"
+repo="${1:-$here/..}"
 CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
 PYTHON="${PYTHON:-python3}"
 torch_spec="${PYUNLEARN_CHECK_TORCH:-torch==2.14.1}"
 archs="${TORCH_CUDA_ARCH_LIST:-9.0}"
 
 fail() { echo "CUDA build check: FAILED ($*)" >&2; exit 1; }
+# Compiler/CMake errors first (pip's own lines bury them), else the log's tail.
+show_errors() {
+  local errs
+  errs="$(grep -E "\): error|: error:|^ *FAILED:|CMake Error" -A4 "$1" | head -60 || true)"
+  if [[ -n "$errs" ]]; then echo "$errs" >&2; else tail -40 "$1" >&2; fi
+}
+
+[[ -d "$repo" ]] || fail "no repo at $repo"
+repo="$(cd "$repo" && pwd)"
 
 [[ -f "$repo/pyproject.toml" ]] || fail "no pyproject.toml in $repo"
 [[ -x "$CUDA_HOME/bin/nvcc" ]] || fail "no nvcc at $CUDA_HOME/bin/nvcc; set CUDA_HOME"
@@ -53,7 +62,7 @@ t1=$SECONDS
   export SKBUILD_CMAKE_ARGS="-DCUDA_TOOLKIT_ROOT_DIR=$CUDA_HOME;-DCUDA_nvrtc_LIBRARY=$nvrtc;-DCMAKE_CUDA_FLAGS=-I$nv/include;-DCMAKE_CXX_FLAGS=-I$nv/include"
   # Own build dir (never the repo's build/); runtime deps come too so that `import pyunlearn` is the real thing.
   "$py" -m pip install -v --disable-pip-version-check --no-build-isolation -Cbuild-dir="$tmp/build" "$repo"
-) > "$tmp/build.log" 2>&1 || { grep -iE -B2 -A6 "error" "$tmp/build.log" | tail -60 >&2; fail "build, see above"; }
+) > "$tmp/build.log" 2>&1 || { show_errors "$tmp/build.log"; fail "build, see above"; }
 t_build=$((SECONDS - t1))
 warnings="$(grep -ciE "(warning #|: warning)" "$tmp/build.log" || true)"
 

@@ -43,5 +43,5 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "pyunlearn compiled kernels (CPU, and CUDA when built with it)";
   m.def("build_info", &build_info, "What this extension was compiled with: CPU, CUDA + archs, torch version.");
   m.def("set_cpu_isa", &pyunlearn::masked_optim::set_cpu_isa,
-        "Use the CPU kernels of one instruction set (base, avx2, avx512); False if this build or CPU lacks it.");
+        "Use the CPU kernels of one instruction set (base, avx2); False if this build or CPU lacks it.");
 }

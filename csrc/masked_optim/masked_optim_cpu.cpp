@@ -20,17 +20,12 @@ bool cpu_has(const std::string& isa) {
 #if defined(__x86_64__) && defined(PYUNLEARN_CPU_MULTI_ISA)
   __builtin_cpu_init();
   if (isa == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (isa == "avx512") {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
-  }
 #endif
   return isa == "base";
 }
 
 CpuKernels kernels_for(const std::string& isa) {
 #if defined(PYUNLEARN_CPU_MULTI_ISA)
-  if (isa == "avx512") return isa_avx512::kernels();
   if (isa == "avx2") return isa_avx2::kernels();
 #endif
   return isa_base::kernels();
@@ -41,7 +36,7 @@ CpuKernels& active() {
     const char* env = std::getenv("PYUNLEARN_CPU_ISA");
     if (env != nullptr && *env != '\0') {
       TORCH_CHECK_VALUE(cpu_has(env), "PYUNLEARN_CPU_ISA must be one of the instruction sets this build and CPU have ",
-                        "(base, avx2, avx512), got ", env);
+                        "(base, avx2), got ", env);
       return kernels_for(env);
     }
     return kernels_for(cpu_isas().back());
@@ -128,7 +123,7 @@ void masked_sophia_step_cpu(at::TensorList params, at::TensorList grads, at::Ten
 
 std::vector<std::string> cpu_isas() {
   std::vector<std::string> out;
-  for (const char* isa : {"base", "avx2", "avx512"}) {
+  for (const char* isa : {"base", "avx2"}) {
     if (cpu_has(isa)) out.emplace_back(isa);
   }
   return out;

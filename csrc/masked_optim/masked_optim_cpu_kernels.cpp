@@ -1,5 +1,5 @@
 // Per-chunk CPU loops of the masked optimizer steps. This file is compiled once per instruction set, with
-// PU_ISA naming the namespace (isa_base, isa_avx2, isa_avx512) and the matching -m flags; masked_optim_cpu.cpp
+// PU_ISA naming the namespace (isa_base, isa_avx2) and the matching -m flags; masked_optim_cpu.cpp
 // picks one at run time. -ffp-contract=off everywhere: no FMA contraction, so every ISA rounds identically.
 #include <ATen/Dispatch.h>
 
@@ -7,7 +7,7 @@
 #include "masked_optim/masked_optim_math.h"
 
 #ifndef PU_ISA
-#error "compile with -DPU_ISA=isa_base|isa_avx2|isa_avx512"
+#error "compile with -DPU_ISA=isa_base|isa_avx2"
 #endif
 #define PU_STR2(x) #x
 #define PU_STR(x) PU_STR2(x)
@@ -51,10 +51,11 @@ template <typename T, typename S, bool HAS_BUF>
 void sgd_chunk(const Slot& s, int64_t b, int64_t e, T* __restrict p, const T* __restrict g, S* __restrict buf,
                const SgdCoeffs<S> a) {
   visit(s, b, e, [=](int64_t j, bool on) {
-    S pv = S(p[j]), bv = HAS_BUF ? buf[j] : S(0);
+    const T pt = p[j];
+    S pv = S(pt), bv = HAS_BUF ? buf[j] : S(0);
     S np = pv, nb = bv;
     sgd_update<S>(np, S(g[j]), nb, HAS_BUF, a);
-    p[j] = on ? T(np) : p[j];
+    p[j] = on ? T(np) : pt;
     if constexpr (HAS_BUF) buf[j] = on ? nb : bv;
   });
 }
@@ -63,10 +64,11 @@ template <typename T, typename S, bool AMSGRAD>
 void adamw_chunk(const Slot& s, int64_t b, int64_t e, T* __restrict p, const T* __restrict g, S* __restrict m,
                  S* __restrict v, S* __restrict vmax, const AdamWCoeffs<S> a) {
   visit(s, b, e, [=](int64_t j, bool on) {
-    S pv = S(p[j]), mv = m[j], vv = v[j], xv = AMSGRAD ? vmax[j] : S(0);
+    const T pt = p[j];
+    S pv = S(pt), mv = m[j], vv = v[j], xv = AMSGRAD ? vmax[j] : S(0);
     S np = pv, nm = mv, nv = vv, nx = xv;
     adamw_update<S>(np, S(g[j]), nm, nv, nx, a);
-    p[j] = on ? T(np) : p[j];
+    p[j] = on ? T(np) : pt;
     m[j] = on ? nm : mv;
     v[j] = on ? nv : vv;
     if constexpr (AMSGRAD) vmax[j] = on ? nx : xv;
@@ -77,10 +79,11 @@ template <typename T, typename S>
 void sophia_chunk(const Slot& s, int64_t b, int64_t e, T* __restrict p, const T* __restrict g, S* __restrict m,
                   S* __restrict h, const SophiaCoeffs<S> a) {
   visit(s, b, e, [=](int64_t j, bool on) {
-    S pv = S(p[j]), mv = m[j], hv = h[j];
+    const T pt = p[j];
+    S pv = S(pt), mv = m[j], hv = h[j];
     S np = pv, nm = mv, nh = hv;
     sophia_update<S>(np, S(g[j]), nm, nh, a);
-    p[j] = on ? T(np) : p[j];
+    p[j] = on ? T(np) : pt;
     m[j] = on ? nm : mv;
     h[j] = on ? nh : hv;
   });

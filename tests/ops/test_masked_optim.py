@@ -207,7 +207,7 @@ def test_bad_input_cpp_op(name, kw, exc, match):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("op_name", list(OPS))
 def test_cpu_instruction_sets_agree_bitwise(op_name, dtype):
-    """The CPU loops are compiled for base x86-64, AVX2 and AVX-512 without FMA contraction: every instruction set
+    """The CPU loops are compiled for base x86-64 and AVX2 without FMA contraction: every instruction set
     this machine has must give bit-identical results (and match the reference, checked above for the default)."""
     op, _, build = OPS[op_name]
     isas = pyunlearn._C.build_info()["cpu_isas"]
