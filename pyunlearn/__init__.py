@@ -22,9 +22,9 @@ def build_info() -> dict:
 
 
 from pyunlearn import _backends  # noqa: E402
-from pyunlearn import ops, optim  # noqa: E402,F401
+from pyunlearn import nn, ops, optim  # noqa: E402,F401
 
 _backends._init_from_env()
 
 
-__all__ = ["available_backends", "build_info", "get_backend", "ops", "optim", "set_backend", "use_backend"]
+__all__ = ["available_backends", "build_info", "get_backend", "nn", "ops", "optim", "set_backend", "use_backend"]

@@ -21,7 +21,13 @@ from typing import Callable, Iterator
 import torch
 
 BACKENDS = ("cpp", "triton", "reference")
-OPS = ("masked_sgd_step", "masked_adamw_step", "masked_sophia_step")
+# op family -> its ops; a family's Triton kernels live in pyunlearn.kernels.<family>, its twins in
+# pyunlearn.reference (<op>_ref).
+FAMILIES = {
+    "masked_optim": ("masked_sgd_step", "masked_adamw_step", "masked_sophia_step"),
+    "gat": ("gat_fwd", "gat_bwd"),
+}
+OPS = tuple(op for ops in FAMILIES.values() for op in ops)
 
 _active = {"name": "cpp", "lib": None}
 
@@ -54,8 +60,11 @@ def _implementations(name: str) -> dict[str, Callable]:
     if triton_version() is None:
         raise RuntimeError("backend 'triton' needs the triton package (pip install 'pyunlearn[triton]'); "
                            "it is not installed")
-    module = importlib.import_module("pyunlearn.kernels.masked_optim")
-    return {op: getattr(module, op) for op in OPS}
+    impls = {}
+    for family, ops in FAMILIES.items():
+        module = importlib.import_module(f"pyunlearn.kernels.{family}")
+        impls.update({op: getattr(module, op) for op in ops})
+    return impls
 
 
 def get_backend() -> str:
@@ -76,7 +85,7 @@ def set_backend(name: str) -> None:
         lib = torch.library.Library("pyunlearn", "IMPL")
         with warnings.catch_warnings():
             # Overriding the C++ kernel is the point; torch warns about it once per process.
-            warnings.filterwarnings("ignore", message=".*Overriding a previously registered kernel.*")
+            warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
             for op, fn in impls.items():
                 for key in ("CPU", "CUDA"):
                     lib.impl(op, fn, key)

@@ -56,3 +56,49 @@ LIB.define(
 def _masked_sophia_step_fake(params, grads, exp_avgs, hessians, masks, lr, beta1, beta2, rho, bs, weight_decay,
                              eps, update_hessian, maximize) -> None:
     return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fused graph attention (GAT). The graph is CSR by destination: rowptr [N_dst+1], col [E] (source of each edge,
+# rows in destination order), int32 or int64 alike; the backward also walks the CSC by source: colptr [N_src+1],
+# row_csc [E] (destination of each edge in source order) and csc_to_csr [E] (that edge's CSR position).
+# Per edge (j -> i) and head: e = leaky_relu(s_src[j] + s_dst[i] (+ e_score[edge]), negative_slope);
+# alpha = softmax of e over the edges into i; out[i] = sum_j alpha * h[j]. A row without edges gives out = 0.
+# Only row_max and row_denom [N_dst, H] are saved for the backward, never an [E, H, C] tensor.
+# ---------------------------------------------------------------------------------------------------------------
+
+#   h [N_src, H, C], s_src [N_src, H], s_dst [N_dst, H], e_score [E, H] (CSR order) or None
+#   -> out [N_dst, H, C], row_max [N_dst, H], row_denom [N_dst, H]  (max/denom in fp32, fp64 for fp64 h)
+# The CSC arrays and `deterministic` are not read by the forward: they ride along for the registered backward.
+LIB.define(
+    "gat_fwd(Tensor h, Tensor s_src, Tensor s_dst, Tensor? e_score, Tensor rowptr, Tensor col, Tensor colptr, "
+    "Tensor row_csc, Tensor csc_to_csr, float negative_slope, bool deterministic) -> (Tensor, Tensor, Tensor)"
+)
+
+
+def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake("pyunlearn::gat_fwd")
+def _gat_fwd_fake(h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr, negative_slope,
+                  deterministic):
+    n_dst = s_dst.shape[0]
+    stats = s_dst.new_empty((n_dst, h.shape[1]), dtype=_stat_dtype(h.dtype))
+    return h.new_empty((n_dst, h.shape[1], h.shape[2])), stats, torch.empty_like(stats)
+
+
+#   grad_out [N_dst, H, C]; the forward's inputs and outputs; deterministic: no atomics (fixed summation order)
+#   -> grad_h [N_src, H, C], grad_s_src [N_src, H], grad_s_dst [N_dst, H], grad_e_score [E, H] ([0] if None)
+LIB.define(
+    "gat_bwd(Tensor grad_out, Tensor h, Tensor s_src, Tensor s_dst, Tensor? e_score, Tensor rowptr, Tensor col, "
+    "Tensor colptr, Tensor row_csc, Tensor csc_to_csr, Tensor out, Tensor row_max, Tensor row_denom, "
+    "float negative_slope, bool deterministic) -> (Tensor, Tensor, Tensor, Tensor)"
+)
+
+
+@torch.library.register_fake("pyunlearn::gat_bwd")
+def _gat_bwd_fake(grad_out, h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr, out, row_max,
+                  row_denom, negative_slope, deterministic):
+    g_e = e_score.new_empty(e_score.shape) if e_score is not None else h.new_empty((0,))
+    return torch.empty_like(h), torch.empty_like(s_src), torch.empty_like(s_dst), g_e

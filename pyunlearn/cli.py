@@ -36,9 +36,9 @@ def cmd_bench(args) -> int:
     if args.family not in FAMILIES:
         print(f"pyunlearn bench: family must be one of {', '.join(FAMILIES)}, got {args.family!r}", file=sys.stderr)
         return 2
-    from pyunlearn.bench import masked_optim
+    import importlib
 
-    masked_optim.main(args.rest)
+    importlib.import_module(f"pyunlearn.bench.{args.family}").main(args.rest)
     return 0
 
 
@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("info", help="what was compiled (CPU, CUDA + archs, Triton, torch) and the active backend")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_info)
-    p = sub.add_parser("bench", help="micro-benchmarks against the best peers: pyunlearn bench masked_optim --help")
-    p.add_argument("family", help="kernel family: masked_optim")
+    p = sub.add_parser("bench", help="micro-benchmarks against the best peers: pyunlearn bench masked_optim|gat --help")
+    p.add_argument("family", help="kernel family: masked_optim | gat")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the family's own options")
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("demo", help="the main job on bundled data (for now: the masked-optimizer benchmark)")

@@ -15,7 +15,7 @@ def test_info_json(capsys):
     assert cli.main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["cpu"] is True and info["backend"] == "cpp"
-    assert set(info["ops"]) == {"masked_sgd_step", "masked_adamw_step", "masked_sophia_step"}
+    assert set(info["ops"]) == {"masked_sgd_step", "masked_adamw_step", "masked_sophia_step", "gat_fwd", "gat_bwd"}
     assert "cpp" in info["available_backends"]
 
 
@@ -39,7 +39,7 @@ def test_bench_tiny_writes_checked_rows(tmp_path, capsys):
 
 def test_bench_unknown_family(capsys):
     assert cli.main(["bench", "nope"]) == 2
-    assert "family must be one of masked_optim, got 'nope'" in capsys.readouterr().err
+    assert "family must be one of masked_optim, gat, got 'nope'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -48,3 +48,14 @@ def test_demo_quick_with_compile_peer(tmp_path):
     assert cli.main(["demo", "--quick", "--reps", "3", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert any(r["provider"] == "reference, torch.compile (dense)" for r in rows)
+
+
+def test_every_op_is_listed_and_has_a_cpu_kernel():
+    """build_info()["ops"] (C++), the backend table (Python) and the dispatcher agree: a new op cannot be missed."""
+    import torch
+
+    import pyunlearn
+
+    assert set(pyunlearn._C.build_info()["ops"]) == set(pyunlearn._backends.OPS)
+    for op in pyunlearn._backends.OPS:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyunlearn::{op}", "CPU"), op

@@ -3,6 +3,7 @@
 The backend behind every op is chosen with pyunlearn.set_backend / PYUNLEARN_BACKEND.
 """
 
+from pyunlearn.ops.gat import GatGraph, attention_weights, gat_attention, gat_graph
 from pyunlearn.ops.masked_optim import masked_adamw_step, masked_sgd_step, masked_sophia_step
 
-__all__ = ["masked_adamw_step", "masked_sgd_step", "masked_sophia_step"]
+__all__ = ["GatGraph", "attention_weights", "gat_attention", "gat_graph", "masked_adamw_step", "masked_sgd_step", "masked_sophia_step"]
