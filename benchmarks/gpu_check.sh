@@ -25,7 +25,8 @@ python3 -m pytest -q -x -m "not slow" -p no:cacheprovider tests 2>&1 | tail -25 
 step "compute-sanitizer memcheck on the op tests (cpp backend, CUDA kernels)"
 if command -v compute-sanitizer >/dev/null; then
   compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m pytest -q -x -p no:cacheprovider \
-    tests/ops/test_masked_optim.py -k "cpp and (mask_forms or shapes)" 2>&1 | tail -15 | tee -a "$log"
+    tests/ops/test_masked_optim.py tests/ops/test_gat.py -k "cpp and (mask_forms or shapes or reference)" 2>&1 \
+    | tail -15 | tee -a "$log"
 else
   echo "compute-sanitizer not found" | tee -a "$log"
 fi
@@ -33,4 +34,6 @@ fi
 step "benchmark masked_optim (gpu size)"
 (cd /tmp && python3 -m pyunlearn.cli bench masked_optim --size gpu --json "$OUT/masked_optim_h200.json") 2>&1 \
   | tee -a "$log" | tail -30
+step "benchmark gat (gpu size)"
+(cd /tmp && python3 -m pyunlearn.cli bench gat --size gpu --json "$OUT/gat_h200.json") 2>&1 | tee -a "$log" | tail -30
 step "done"
