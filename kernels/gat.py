@@ -31,8 +31,6 @@ Arguments are checked by the Python layer (pyunlearn/ops/gat.py); this module on
 
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import Optional
 
 import torch
@@ -40,14 +38,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-
-@triton.jit
-def _div(a, b, CDT: tl.constexpr):
-    # fp32 `/` lowers to an approximate instruction on NVIDIA GPUs; div_rn rounds like the CPU kernels.
-    if CDT == tl.float64:
-        return a / b
-    else:
-        return tl.div_rn(a, b)
+from pyunlearn.kernels._common import check_device, compute_dtype, div_rn, on_device
 
 
 @triton.jit
@@ -95,7 +86,7 @@ def _gat_fwd_kernel(
         acc = acc * rescale[:, None] + tl.sum(w[:, :, None] * hv, axis=0)
         run_max = new_max
     has_edges = denom > 0  # [BH]; False only for a row without edges
-    out = _div(acc, tl.where(has_edges, denom, 1.0)[:, None], CDT)  # [BH, BC]; 0 without edges
+    out = div_rn(acc, tl.where(has_edges, denom, 1.0)[:, None], CDT)  # [BH, BC]; 0 without edges
     tl.store(out_ptr + i * (H * C) + hc_off, out.to(out_ptr.dtype.element_ty), mask=hc_ok)
     tl.store(max_ptr + i * H + k, tl.where(has_edges, run_max, 0.0), mask=head_ok)
     tl.store(denom_ptr + i * H + k, denom, mask=head_ok)
@@ -136,7 +127,7 @@ def _gat_bwd_rows_kernel(
             pre = pre + tl.load(e_ptr + eid[:, None] * H + k[None, :], mask=eh_ok, other=0).to(CDT)
         # Dead lanes get exp(-inf) = 0: their stand-in scores are arbitrary and could overflow exp.
         shifted = tl.where(eh_ok, _leaky_relu(pre, slope) - row_max[None, :], float("-inf"))  # [BE, BH]
-        alpha = _div(tl.exp(shifted), row_denom[None, :], CDT)  # [BE, BH]
+        alpha = div_rn(tl.exp(shifted), row_denom[None, :], CDT)  # [BE, BH]
         hv = tl.load(h_ptr + j[:, None, None] * (H * C) + hc_off[None, :, :],
                      mask=live[:, None, None] & hc_ok[None, :, :], other=0).to(CDT)  # [BE, BH, BC]
         d_alpha = tl.sum(go[None, :, :] * hv, axis=2)  # [BE, BH] <grad_out[i], h[j]>
@@ -186,23 +177,13 @@ def _gat_bwd_cols_kernel(
         row_denom = tl.load(denom_ptr + i[:, None] * H + k[None, :], mask=eh_ok, other=1)  # [BE, BH]
         # Dead lanes get exp(-inf) = 0: their stand-in scores are arbitrary and could overflow exp.
         shifted = tl.where(eh_ok, _leaky_relu(pre, slope) - row_max, float("-inf"))  # [BE, BH]
-        alpha = _div(tl.exp(shifted), row_denom, CDT)  # [BE, BH]
+        alpha = div_rn(tl.exp(shifted), row_denom, CDT)  # [BE, BH]
         gov = tl.load(grad_out_ptr + i[:, None, None] * (H * C) + hc_off[None, :, :],
                       mask=live[:, None, None] & hc_ok[None, :, :], other=0).to(CDT)  # [BE, BH, BC]
         grad_h += tl.sum(alpha[:, :, None] * gov, axis=0)
         grad_s_src += tl.sum(tl.load(g_pre_ptr + eid[:, None] * H + k[None, :], mask=eh_ok, other=0), axis=0)
     tl.store(grad_h_ptr + j * (H * C) + hc_off, grad_h.to(grad_h_ptr.dtype.element_ty), mask=hc_ok)
     tl.store(grad_s_src_ptr + j * H + k, grad_s_src.to(grad_s_src_ptr.dtype.element_ty), mask=head_ok)
-
-
-def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def _check_device(t: Optional[Tensor]) -> None:
-    if t is not None and t.device.type == "cpu" and not _interpreted():
-        raise RuntimeError("the triton backend needs a CUDA tensor, or TRITON_INTERPRET=1 set before "
-                           "importing triton to run its kernels on CPU tensors in the Triton interpreter")
 
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -220,22 +201,13 @@ def _config(heads: int, ch: int) -> dict:
     return dict(BLOCK_E=block_e, BLOCK_H=block_h, BLOCK_C=block_c, num_warps=num_warps)
 
 
-def _cdt(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _on_device(t: Tensor):
-    # Triton launches on the current CUDA device: make it the tensors'.
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def gat_fwd(h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: Optional[Tensor], rowptr: Tensor, col: Tensor,
             colptr: Tensor, row_csc: Tensor, csc_to_csr: Tensor, negative_slope: float,
             deterministic: bool) -> tuple[Tensor, Tensor, Tensor]:
     """out [N_dst, H, C] (h's dtype), row_max and row_denom [N_dst, H] (fp32, fp64 for fp64 h). The CSC arrays
     and `deterministic` are not read: they ride along for the backward."""
     for t in (h, s_src, s_dst, e_score, rowptr, col):
-        _check_device(t)
+        check_device(t)
     n_dst, heads, ch = s_dst.shape[0], h.shape[1], h.shape[2]
     h = h.contiguous()  # [N_src, H, C]
     s_src, s_dst = s_src.contiguous(), s_dst.contiguous()  # [N_src, H], [N_dst, H]
@@ -247,10 +219,10 @@ def gat_fwd(h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: Optional[Tensor], 
     row_denom = torch.empty_like(row_max)  # [N_dst, H]
     if n_dst == 0 or heads == 0:
         return out, row_max, row_denom
-    with _on_device(h):
+    with on_device(h):
         _gat_fwd_kernel[(n_dst,)](
             h, s_src, s_dst, e_arg, rowptr, col, out, row_max, row_denom, float(negative_slope), heads, ch,
-            CDT=_cdt(h.dtype), HAS_E=has_e, enable_fp_fusion=False, **_config(heads, ch))
+            CDT=compute_dtype(h.dtype), HAS_E=has_e, enable_fp_fusion=False, **_config(heads, ch))
     return out, row_max, row_denom
 
 
@@ -262,7 +234,7 @@ def gat_bwd(grad_out: Tensor, h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: 
     tensor when e_score is None). Always the deterministic two-pass path (see the module docstring)."""
     for t in (grad_out, h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr, out, row_max,
               row_denom):
-        _check_device(t)
+        check_device(t)
     n_src, heads, ch = h.shape
     n_dst, n_edges = s_dst.shape[0], col.shape[0]
     grad_out, out = grad_out.contiguous(), out.contiguous()  # [N_dst, H, C] each
@@ -290,8 +262,8 @@ def gat_bwd(grad_out: Tensor, h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: 
     if heads == 0:
         return grad_h, grad_s_src, grad_s_dst, grad_e
     cfg = _config(heads, ch)
-    slope, cdt = float(negative_slope), _cdt(h.dtype)
-    with _on_device(h):
+    slope, cdt = float(negative_slope), compute_dtype(h.dtype)
+    with on_device(h):
         # Rows first: the column pass sums the g_pre they write (same stream, so ordered).
         if n_dst > 0:
             _gat_bwd_rows_kernel[(n_dst,)](

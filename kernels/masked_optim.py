@@ -23,15 +23,15 @@ Arguments are checked by the Python layer; this module only launches.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 from typing import Optional, Sequence
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from pyunlearn.kernels._common import check_device, compute_dtype, div_rn, interpreted, on_device, sqrt_rn
 
 # MASK_KIND values of the kernels.
 _ALL, _DENSE, _INDEX = 0, 1, 2
@@ -55,23 +55,6 @@ def _select(mask_ptr, n, MASK_KIND: tl.constexpr, BLOCK: tl.constexpr):
         offs = k
         on = live
     return offs, live, on
-
-
-@triton.jit
-def _div(a, b, CDT: tl.constexpr):
-    # fp32 `/` and sqrt lower to approximate instructions on NVIDIA GPUs; the _rn forms round like the CPU.
-    if CDT == tl.float64:
-        return a / b
-    else:
-        return tl.div_rn(a, b)
-
-
-@triton.jit
-def _sqrt(x, CDT: tl.constexpr):
-    if CDT == tl.float64:
-        return tl.sqrt(x)
-    else:
-        return tl.sqrt_rn(x)
 
 
 @triton.jit
@@ -141,8 +124,8 @@ def _masked_adamw_step_kernel(
         vmax = tl.load(vmax_ptr + offs, mask=live, other=0)  # [BLOCK]
         vv = tl.maximum(vmax, v)
         tl.store(vmax_ptr + offs, vv, mask=on)
-    denom = _div(_sqrt(vv, CDT), bc2_sqrt, CDT) + eps
-    p = p - _div(step_size * m, denom, CDT)
+    denom = div_rn(sqrt_rn(vv, CDT), bc2_sqrt, CDT) + eps
+    p = p - div_rn(step_size * m, denom, CDT)
     tl.store(p_ptr + offs, p.to(p_ptr.dtype.element_ty), mask=on)
     tl.store(m_ptr + offs, m, mask=on)
     tl.store(v_ptr + offs, v, mask=on)
@@ -177,22 +160,12 @@ def _masked_sophia_step_kernel(
         tl.store(h_ptr + offs, h, mask=on)
     m = beta1 * m + one_m_beta1 * g
     p = p * decay
-    ratio = _div(tl.abs(m), rho_bs * tl.maximum(h, 0.0) + eps, CDT)
+    ratio = div_rn(tl.abs(m), rho_bs * tl.maximum(h, 0.0) + eps, CDT)
     ratio = tl.minimum(ratio, 1.0)
     sign = tl.where(m > 0, 1.0, tl.where(m < 0, -1.0, 0.0)).to(CDT)
     p = p - lr * sign * ratio
     tl.store(p_ptr + offs, p.to(p_ptr.dtype.element_ty), mask=on)
     tl.store(m_ptr + offs, m, mask=on)
-
-
-def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def _check_device(t: Optional[Tensor]) -> None:
-    if t is not None and t.device.type == "cpu" and not _interpreted():
-        raise RuntimeError("the triton backend needs a CUDA tensor, or TRITON_INTERPRET=1 set before "
-                           "importing triton to run its kernels on CPU tensors in the Triton interpreter")
 
 
 def _launch(kernel, p: Tensor, g: Tensor, states: Sequence[Optional[Tensor]], mask: Optional[Tensor],
@@ -205,7 +178,7 @@ def _launch(kernel, p: Tensor, g: Tensor, states: Sequence[Optional[Tensor]], ma
     if p.numel() == 0:
         return
     for t in (p, g, mask, *states):
-        _check_device(t)
+        check_device(t)
     if mask is None:
         kind, count = _ALL, p.numel()
     elif mask.dtype in (torch.bool, torch.uint8):
@@ -221,12 +194,11 @@ def _launch(kernel, p: Tensor, g: Tensor, states: Sequence[Optional[Tensor]], ma
     states_w = [None if s is None else s.contiguous() for s in states]
     # Pointers the kernel never reads (absent state, no mask) are bound to p: a constexpr flag guards them.
     args = [p_w, g_w, *(p_w if s is None else s for s in states_w), p_w if mask is None else mask, count]
-    cdt = tl.float64 if p.dtype == torch.float64 else tl.float32
+    cdt = compute_dtype(p.dtype)
     # The interpreter pays ~1.7 ms per program instance, so it gets a few large blocks.
-    block = 4096 if _interpreted() else 1024
+    block = 4096 if interpreted() else 1024
     grid = (triton.cdiv(count, block),)
-    # Triton launches on the current CUDA device: make it the parameter's.
-    with torch.cuda.device(p.device) if p.is_cuda else contextlib.nullcontext():
+    with on_device(p):
         kernel[grid](*args, *scalars, CDT=cdt, MASK_KIND=kind, BLOCK=block, num_warps=4,
                      enable_fp_fusion=False, **flags)
     for orig, work in zip((p, *states), (p_w, *states_w)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -83,3 +84,24 @@ def save_json(report: Report, path: str) -> None:
 def progress(msg: str, verbose: bool) -> None:
     if verbose:
         print(msg, file=sys.stderr, flush=True)
+
+
+def bench_main(family: str, doc: str, sizes, run, argv: list[str] | None, reps: int) -> Report:
+    """The command line of every `pyunlearn bench <family>`: parse, run(size, device, ...), print, save."""
+    ap = argparse.ArgumentParser(prog=f"pyunlearn bench {family}", description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=list(sizes), default=None,
+                    help="problem size (default: gpu on a CUDA device, else cpu)")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer (it compiles ~1 min)")
+    ap.add_argument("--reps", type=int, default=reps)
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    size = args.size or ("gpu" if device.startswith("cuda") else "cpu")
+    report = run(size, device, compile_peer=not args.no_compile, verbose=not args.quiet, reps=args.reps)
+    print(format_table(report))
+    if args.json:
+        save_json(report, args.json)
+    return report

@@ -13,13 +13,12 @@ projection, read h once more and write out [N, H*C], and per edge one int32 inde
 
 from __future__ import annotations
 
-import argparse
 import copy
 
 import torch
 
 import pyunlearn
-from pyunlearn.bench._common import Report, Row, format_table, progress, save_json, sync, time_ms
+from pyunlearn.bench._common import Report, Row, bench_main, progress, sync, time_ms
 from pyunlearn.nn import GATConv
 
 SIZES = {  # nodes, degree, in features, heads, channels
@@ -124,22 +123,7 @@ def run(size: str = "cpu", device: str | None = None, compile_peer: bool = True,
 
 
 def main(argv: list[str] | None = None) -> Report:
-    ap = argparse.ArgumentParser(prog="pyunlearn bench gat", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=list(SIZES), default=None, help="default: gpu on CUDA, else cpu")
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--no-compile", action="store_true", help="skip compiled PyG (compiles for about a minute)")
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    size = args.size or ("gpu" if device.startswith("cuda") else "cpu")
-    report = run(size, device, compile_peer=not args.no_compile, verbose=not args.quiet, reps=args.reps)
-    print(format_table(report))
-    if args.json:
-        save_json(report, args.json)
-    return report
+    return bench_main("gat", __doc__, SIZES, run, argv, reps=10)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,12 @@ Bytes per step (the GB/s column), fp32 params and state:
 
 from __future__ import annotations
 
-import argparse
-import copy
 from typing import Callable
 
 import torch
 
 import pyunlearn
-from pyunlearn.bench._common import Report, Row, format_table, progress, save_json, time_ms
+from pyunlearn.bench._common import Report, Row, bench_main, progress, time_ms
 from pyunlearn.reference import masked_adamw_step_ref
 
 HP = dict(lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=1e-2, eps=1e-8)
@@ -210,23 +208,7 @@ def run(size: str = "cpu", device: str | None = None, compile_peer: bool = True,
 
 
 def main(argv: list[str] | None = None) -> Report:
-    ap = argparse.ArgumentParser(prog="pyunlearn bench masked_optim", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=list(SIZES), default=None,
-                    help="problem size (default: gpu on a CUDA device, else cpu)")
-    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer (it compiles ~1 min)")
-    ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    size = args.size or ("gpu" if device.startswith("cuda") else "cpu")
-    report = run(size, device, compile_peer=not args.no_compile, verbose=not args.quiet, reps=args.reps)
-    print(format_table(report))
-    if args.json:
-        save_json(report, args.json)
-    return report
+    return bench_main("masked_optim", __doc__, SIZES, run, argv, reps=20)
 
 
 if __name__ == "__main__":
