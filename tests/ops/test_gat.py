@@ -47,7 +47,12 @@ def compare(backend, g, h, s_src, s_dst, e, dtype):
         got = torch.ops.pyunlearn.gat_bwd(go, h, s_src, s_dst, e, *args, out, mx, den, 0.2, True)
     want = gat_bwd_ref(up(go), up(h), up(s_src), up(s_dst), up(e), *args, up(out), mx, den, 0.2, True)
     for name, a, b in zip(("grad_h", "grad_s_src", "grad_s_dst", "grad_e_score"), got, want):
-        torch.testing.assert_close(a.to(b.dtype), b, **TOL[dtype], msg=lambda m: f"{backend} {name}: {m}")
+        # grad_s_* and grad_e are sums alpha * (d_alpha - D) that cancel towards 0: judge their error against
+        # the tensor's scale (the reference's own rounding is of that size), not element by element.
+        tol = dict(TOL[dtype])
+        if b.numel():
+            tol["atol"] = max(tol["atol"], tol["rtol"] * float(b.abs().max()))
+        torch.testing.assert_close(a.to(b.dtype), b, **tol, msg=lambda m: f"{backend} {name}: {m}")
 
 
 @pytest.mark.parametrize("backend", backends())
