@@ -10,6 +10,7 @@ Shapes and semantics are those of csrc/graph_attention/gat.h and the reference t
   max grows, so the row is read once and no [E, H, C] tensor exists anywhere. Every tile spans all heads
   and channels ([BLOCK_E, BLOCK_H, BLOCK_C], powers of two, padded lanes masked). A row without edges
   writes out 0, row_max 0 and row_denom 0.
+- dropout: see below; the forward, the row pass and the column pass each recompute the keep decisions.
 - backward, two launches, no atomics (fixed summation order, so bit-reproducible):
   _gat_bwd_rows_kernel, per destination row i: D = <grad_out[i], out[i]> per head, then per edge
   g_pre = alpha * (<grad_out[i], h[j]> - D) * (pre > 0 ? 1 : slope), the gradient of the pre-activation
@@ -25,12 +26,21 @@ at the store (bf16 arithmetic is also wrong under the Triton interpreter). fp32 
 (tl.div_rn; `/` lowers to an approximate instruction on NVIDIA GPUs) and FMA contraction is off, as in the
 other Triton kernels of pyunlearn. Index tensors are int32 or int64 (all five alike); addresses are int64.
 
+Attention dropout (dropout p > 0, csrc/graph_attention/gat.h): CSR edge e of head k is kept iff
+u(seed, e*H + k) >= p, u = splitmix64 of the counter, top 24 bits / 2**24 (_dropout_m, uint64 arithmetic that
+wraps). m = keep / (1 - p) multiplies alpha in the output sum, in <grad_out_i, h_j> of the row pass and in the
+grad_h sum of the column pass (which recomputes m from the CSR position and head); row_max / row_denom and
+D_i = <grad_out_i, out_i> are unchanged. The comparison u >= p and 1 / (1 - p) are those of the reference
+(fp32 u compared with p rounded to fp32, i.e. top-24-bit integer >= ceil(fp32(p) * 2**24); 1 / (1 - p) rounded
+to the compute dtype). p == 0 compiles the code without dropout (HAS_DROPOUT constexpr), bit for bit the same.
+
 On CPU tensors the kernels need the Triton interpreter (TRITON_INTERPRET=1 set before triton is imported).
 Arguments are checked by the Python layer (pyunlearn/ops/gat.py); this module only launches.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -48,10 +58,23 @@ def _leaky_relu(pre, slope):
 
 
 @triton.jit
+def _dropout_m(seed, eid, k, H, keep_thr, keep_scale, CDT: tl.constexpr):
+    """m [BE, BH] = keep / (1 - p) for CSR edges eid [BE] (int64) and heads k [BH]: keep iff the top 24 bits of
+    splitmix64(seed, eid * H + k) reach keep_thr. seed is the uint64 seed's bits as int64."""
+    z = (eid[:, None] * H + k[None, :] + 1).to(tl.int64).to(tl.uint64, bitcast=True)  # [BE, BH] counter + 1
+    z = seed.to(tl.int64).to(tl.uint64, bitcast=True) + z * 0x9E3779B97F4A7C15
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+    z = z ^ (z >> 31)
+    keep = (z >> 40).to(tl.int64) >= keep_thr  # [BE, BH]
+    return tl.where(keep, tl.full([], keep_scale, CDT), tl.zeros([], CDT))
+
+
+@triton.jit
 def _gat_fwd_kernel(
     h_ptr, s_src_ptr, s_dst_ptr, e_ptr, rowptr_ptr, col_ptr, out_ptr, max_ptr, denom_ptr,
-    slope: tl.float64, H, C,
-    CDT: tl.constexpr, HAS_E: tl.constexpr,
+    slope: tl.float64, H, C, seed: tl.int64, keep_thr: tl.int64, keep_scale: tl.float64,
+    CDT: tl.constexpr, HAS_E: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     # One destination row i: read its edges once, write out[i] [H, C], row_max[i] and row_denom[i] [H].
@@ -83,7 +106,12 @@ def _gat_fwd_kernel(
         denom = denom * rescale + tl.sum(w, axis=0)
         hv = tl.load(h_ptr + j[:, None, None] * (H * C) + hc_off[None, :, :],
                      mask=live[:, None, None] & hc_ok[None, :, :], other=0).to(CDT)  # [BE, BH, BC]
-        acc = acc * rescale[:, None] + tl.sum(w[:, :, None] * hv, axis=0)
+        if HAS_DROPOUT:
+            # Dropped edges still count in denom (the undropped softmax); only the output sum sees m.
+            wm = w * _dropout_m(seed, eid, k, H, keep_thr, keep_scale, CDT)  # [BE, BH]
+            acc = acc * rescale[:, None] + tl.sum(wm[:, :, None] * hv, axis=0)
+        else:
+            acc = acc * rescale[:, None] + tl.sum(w[:, :, None] * hv, axis=0)
         run_max = new_max
     has_edges = denom > 0  # [BH]; False only for a row without edges
     out = div_rn(acc, tl.where(has_edges, denom, 1.0)[:, None], CDT)  # [BH, BC]; 0 without edges
@@ -96,8 +124,8 @@ def _gat_fwd_kernel(
 def _gat_bwd_rows_kernel(
     grad_out_ptr, h_ptr, s_src_ptr, s_dst_ptr, e_ptr, rowptr_ptr, col_ptr, out_ptr, max_ptr, denom_ptr,
     g_pre_ptr, grad_e_ptr, grad_s_dst_ptr,
-    slope: tl.float64, H, C,
-    CDT: tl.constexpr, HAS_E: tl.constexpr, STORE_GRAD_E: tl.constexpr,
+    slope: tl.float64, H, C, seed: tl.int64, keep_thr: tl.int64, keep_scale: tl.float64,
+    CDT: tl.constexpr, HAS_E: tl.constexpr, STORE_GRAD_E: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     # One destination row i: g_pre of each of its edges (CSR order) and grad_s_dst[i] = their sum.
@@ -131,6 +159,8 @@ def _gat_bwd_rows_kernel(
         hv = tl.load(h_ptr + j[:, None, None] * (H * C) + hc_off[None, :, :],
                      mask=live[:, None, None] & hc_ok[None, :, :], other=0).to(CDT)  # [BE, BH, BC]
         d_alpha = tl.sum(go[None, :, :] * hv, axis=2)  # [BE, BH] <grad_out[i], h[j]>
+        if HAS_DROPOUT:
+            d_alpha = d_alpha * _dropout_m(seed, eid, k, H, keep_thr, keep_scale, CDT)  # m * <grad_out[i], h[j]>
         # [BE, BH]; 0 on dead lanes (alpha = 0 there)
         g_pre = alpha * (d_alpha - d_row[None, :]) * tl.where(pre > 0, 1.0, slope)
         tl.store(g_pre_ptr + eid[:, None] * H + k[None, :], g_pre, mask=eh_ok)
@@ -146,8 +176,8 @@ def _gat_bwd_rows_kernel(
 def _gat_bwd_cols_kernel(
     grad_out_ptr, s_src_ptr, s_dst_ptr, e_ptr, colptr_ptr, row_csc_ptr, csc_to_csr_ptr, max_ptr, denom_ptr,
     g_pre_ptr, grad_h_ptr, grad_s_src_ptr,
-    slope: tl.float64, H, C,
-    CDT: tl.constexpr, HAS_E: tl.constexpr,
+    slope: tl.float64, H, C, seed: tl.int64, keep_thr: tl.int64, keep_scale: tl.float64,
+    CDT: tl.constexpr, HAS_E: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     # One source j: grad_h[j] [H, C] and grad_s_src[j] [H] over its out-edges in CSC order (no atomics).
@@ -178,9 +208,13 @@ def _gat_bwd_cols_kernel(
         # Dead lanes get exp(-inf) = 0: their stand-in scores are arbitrary and could overflow exp.
         shifted = tl.where(eh_ok, _leaky_relu(pre, slope) - row_max, float("-inf"))  # [BE, BH]
         alpha = div_rn(tl.exp(shifted), row_denom, CDT)  # [BE, BH]
+        if HAS_DROPOUT:
+            alpha_m = alpha * _dropout_m(seed, eid, k, H, keep_thr, keep_scale, CDT)  # [BE, BH] alpha * m
+        else:
+            alpha_m = alpha
         gov = tl.load(grad_out_ptr + i[:, None, None] * (H * C) + hc_off[None, :, :],
                       mask=live[:, None, None] & hc_ok[None, :, :], other=0).to(CDT)  # [BE, BH, BC]
-        grad_h += tl.sum(alpha[:, :, None] * gov, axis=0)
+        grad_h += tl.sum(alpha_m[:, :, None] * gov, axis=0)
         grad_s_src += tl.sum(tl.load(g_pre_ptr + eid[:, None] * H + k[None, :], mask=eh_ok, other=0), axis=0)
     tl.store(grad_h_ptr + j * (H * C) + hc_off, grad_h.to(grad_h_ptr.dtype.element_ty), mask=hc_ok)
     tl.store(grad_s_src_ptr + j * H + k, grad_s_src.to(grad_s_src_ptr.dtype.element_ty), mask=head_ok)
@@ -188,6 +222,21 @@ def _gat_bwd_cols_kernel(
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _dropout_args(dropout: float, seed: int, dtype: torch.dtype) -> tuple[int, int, float]:
+    """(seed bits as int64, keep threshold on the top 24 hash bits, 1 / (1 - p) in the compute dtype) for the
+    kernels, matching pyunlearn/reference/gat.py: keep iff u >= p with u fp32 and p rounded to fp32, i.e.
+    z >> 40 >= ceil(fp32(p) * 2**24) (exact: a power-of-two scaling); the scale is 1 / (1 - p) as torch rounds
+    it for a tensor of the statistics dtype."""
+    seed = int(seed) & ((1 << 64) - 1)
+    seed = seed - (1 << 64) if seed >= 1 << 63 else seed  # same bits, int64 range
+    p = float(dropout)
+    if p == 0:
+        return seed, 0, 1.0
+    thr = math.ceil(float(torch.tensor(p, dtype=torch.float32)) * 16777216.0)
+    scale = float(torch.ones((), dtype=_stat_dtype(dtype)) / (1.0 - p))
+    return seed, thr, scale
 
 
 def _config(heads: int, ch: int) -> dict:
@@ -202,10 +251,11 @@ def _config(heads: int, ch: int) -> dict:
 
 
 def gat_fwd(h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: Optional[Tensor], rowptr: Tensor, col: Tensor,
-            colptr: Tensor, row_csc: Tensor, csc_to_csr: Tensor, negative_slope: float,
+            colptr: Tensor, row_csc: Tensor, csc_to_csr: Tensor, negative_slope: float, dropout: float, seed: int,
             deterministic: bool) -> tuple[Tensor, Tensor, Tensor]:
     """out [N_dst, H, C] (h's dtype), row_max and row_denom [N_dst, H] (fp32, fp64 for fp64 h). The CSC arrays
-    and `deterministic` are not read: they ride along for the backward."""
+    and `deterministic` are not read: they ride along for the backward. dropout p in [0, 1) (checked by the
+    Python layer), seed: see the module docstring."""
     for t in (h, s_src, s_dst, e_score, rowptr, col):
         check_device(t)
     n_dst, heads, ch = s_dst.shape[0], h.shape[1], h.shape[2]
@@ -219,16 +269,18 @@ def gat_fwd(h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: Optional[Tensor], 
     row_denom = torch.empty_like(row_max)  # [N_dst, H]
     if n_dst == 0 or heads == 0:
         return out, row_max, row_denom
+    seed, keep_thr, keep_scale = _dropout_args(dropout, seed, h.dtype)
     with on_device(h):
         _gat_fwd_kernel[(n_dst,)](
             h, s_src, s_dst, e_arg, rowptr, col, out, row_max, row_denom, float(negative_slope), heads, ch,
-            CDT=compute_dtype(h.dtype), HAS_E=has_e, enable_fp_fusion=False, **_config(heads, ch))
+            seed, keep_thr, keep_scale, CDT=compute_dtype(h.dtype), HAS_E=has_e, HAS_DROPOUT=dropout != 0,
+            enable_fp_fusion=False, **_config(heads, ch))
     return out, row_max, row_denom
 
 
 def gat_bwd(grad_out: Tensor, h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: Optional[Tensor],
             rowptr: Tensor, col: Tensor, colptr: Tensor, row_csc: Tensor, csc_to_csr: Tensor, out: Tensor,
-            row_max: Tensor, row_denom: Tensor, negative_slope: float,
+            row_max: Tensor, row_denom: Tensor, negative_slope: float, dropout: float, seed: int,
             deterministic: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """grad_h [N_src, H, C], grad_s_src [N_src, H], grad_s_dst [N_dst, H], grad_e_score [E, H] (an empty [0]
     tensor when e_score is None). Always the deterministic two-pass path (see the module docstring)."""
@@ -263,15 +315,19 @@ def gat_bwd(grad_out: Tensor, h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: 
         return grad_h, grad_s_src, grad_s_dst, grad_e
     cfg = _config(heads, ch)
     slope, cdt = float(negative_slope), compute_dtype(h.dtype)
+    drop = _dropout_args(dropout, seed, h.dtype)  # seed, keep_thr, keep_scale
+    has_drop = dropout != 0
     with on_device(h):
         # Rows first: the column pass sums the g_pre they write (same stream, so ordered).
         if n_dst > 0:
             _gat_bwd_rows_kernel[(n_dst,)](
                 grad_out, h, s_src, s_dst, e_arg, rowptr, col, out, row_max, row_denom, g_pre,
-                grad_e if store_grad_e else g_pre, grad_s_dst, slope, heads, ch,
-                CDT=cdt, HAS_E=has_e, STORE_GRAD_E=store_grad_e, enable_fp_fusion=False, **cfg)
+                grad_e if store_grad_e else g_pre, grad_s_dst, slope, heads, ch, *drop,
+                CDT=cdt, HAS_E=has_e, STORE_GRAD_E=store_grad_e, HAS_DROPOUT=has_drop, enable_fp_fusion=False,
+                **cfg)
         if n_src > 0:
             _gat_bwd_cols_kernel[(n_src,)](
                 grad_out, s_src, s_dst, e_arg, colptr, row_csc, csc_to_csr, row_max, row_denom, g_pre, grad_h,
-                grad_s_src, slope, heads, ch, CDT=cdt, HAS_E=has_e, enable_fp_fusion=False, **cfg)
+                grad_s_src, slope, heads, ch, *drop, CDT=cdt, HAS_E=has_e, HAS_DROPOUT=has_drop,
+                enable_fp_fusion=False, **cfg)
     return grad_h, grad_s_src, grad_s_dst, grad_e

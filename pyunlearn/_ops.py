@@ -65,6 +65,10 @@ def _masked_sophia_step_fake(params, grads, exp_avgs, hessians, masks, lr, beta1
 # Per edge (j -> i) and head: e = leaky_relu(s_src[j] + s_dst[i] (+ e_score[edge]), negative_slope);
 # alpha = softmax of e over the edges into i; out[i] = sum_j alpha * h[j]. A row without edges gives out = 0.
 # Only row_max and row_denom [N_dst, H] are saved for the backward, never an [E, H, C] tensor.
+# Attention dropout (dropout > 0): edge e (CSR position) of head k is kept iff u(seed, e*H + k) >= dropout, kept
+# weights scaled by 1/(1-dropout); u is the counter-based hash of csrc/graph_attention/gat.h (splitmix64, top 24
+# bits), identical on every backend and recomputed in the backward, never stored. row_max/row_denom are those of
+# the undropped softmax.
 # ---------------------------------------------------------------------------------------------------------------
 
 #   h [N_src, H, C], s_src [N_src, H], s_dst [N_dst, H], e_score [E, H] (CSR order) or None
@@ -72,7 +76,8 @@ def _masked_sophia_step_fake(params, grads, exp_avgs, hessians, masks, lr, beta1
 # The CSC arrays and `deterministic` are not read by the forward: they ride along for the registered backward.
 LIB.define(
     "gat_fwd(Tensor h, Tensor s_src, Tensor s_dst, Tensor? e_score, Tensor rowptr, Tensor col, Tensor colptr, "
-    "Tensor row_csc, Tensor csc_to_csr, float negative_slope, bool deterministic) -> (Tensor, Tensor, Tensor)"
+    "Tensor row_csc, Tensor csc_to_csr, float negative_slope, float dropout, int seed, bool deterministic) "
+    "-> (Tensor, Tensor, Tensor)"
 )
 
 
@@ -81,8 +86,8 @@ def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 @torch.library.register_fake("pyunlearn::gat_fwd")
-def _gat_fwd_fake(h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr, negative_slope,
-                  deterministic):
+def _gat_fwd_fake(h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr, negative_slope, dropout,
+                  seed, deterministic):
     n_dst = s_dst.shape[0]
     stats = s_dst.new_empty((n_dst, h.shape[1]), dtype=_stat_dtype(h.dtype))
     return h.new_empty((n_dst, h.shape[1], h.shape[2])), stats, torch.empty_like(stats)
@@ -93,12 +98,12 @@ def _gat_fwd_fake(h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to
 LIB.define(
     "gat_bwd(Tensor grad_out, Tensor h, Tensor s_src, Tensor s_dst, Tensor? e_score, Tensor rowptr, Tensor col, "
     "Tensor colptr, Tensor row_csc, Tensor csc_to_csr, Tensor out, Tensor row_max, Tensor row_denom, "
-    "float negative_slope, bool deterministic) -> (Tensor, Tensor, Tensor, Tensor)"
+    "float negative_slope, float dropout, int seed, bool deterministic) -> (Tensor, Tensor, Tensor, Tensor)"
 )
 
 
 @torch.library.register_fake("pyunlearn::gat_bwd")
 def _gat_bwd_fake(grad_out, h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr, out, row_max,
-                  row_denom, negative_slope, deterministic):
+                  row_denom, negative_slope, dropout, seed, deterministic):
     g_e = e_score.new_empty(e_score.shape) if e_score is not None else h.new_empty((0,))
     return torch.empty_like(h), torch.empty_like(s_src), torch.empty_like(s_dst), g_e

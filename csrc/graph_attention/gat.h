@@ -13,12 +13,35 @@
 //   row_denom  : Tensor  // [N_dst, H]     sum over the row's edges of exp(e - row_max) (0 if no edges)
 // Per edge j -> i, head k: e = leaky_relu(s_src[j,k] + s_dst[i,k] (+ e_score[edge,k]), slope);
 // alpha = exp(e - row_max[i,k]) / row_denom[i,k]; out[i,k,:] = sum_j alpha * h[j,k,:].
+// Attention dropout (dropout p > 0): CSR edge e of head k is kept iff dropout_u(seed, e * H + k) >= float(p)
+// (compared in fp32 with p rounded to fp32, as the reference does: a double compare differs on rare edges); kept
+// weights are scaled by 1 / (1 - p); row_max / row_denom stay those of the undropped softmax. The backward
+// recomputes the same keep decisions (nothing is stored). With m = keep / (1 - p) per edge and head:
+//   out[i] = sum_j alpha * m * h[j];  D_i = <grad_out_i, out_i>;  g_e = alpha * (m * <grad_out_i, h_j> - D_i);
+//   grad_h[j] += alpha * m * grad_out[i].
 #pragma once
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <optional>
 
+#if defined(__CUDACC__)
+#define PU_GAT_HD __host__ __device__ __forceinline__
+#else
+#define PU_GAT_HD inline
+#endif
+
 namespace pyunlearn::gat {
+
+// Counter-based uniform in [0, 1): splitmix64 of (seed, counter), top 24 bits. Same bits on every backend (the
+// Triton kernels and pyunlearn/reference/gat.py spell the same integer steps).
+PU_GAT_HD float dropout_u(uint64_t seed, uint64_t counter) {
+  uint64_t z = seed + (counter + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);
+}
 
 // fp32 statistics for fp32/fp16/bf16 inputs, fp64 for fp64.
 at::ScalarType stat_dtype(at::ScalarType h);

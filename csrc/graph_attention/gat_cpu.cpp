@@ -10,6 +10,8 @@
 //      sort of the CSR by source), the same order as the reference's index_add_.
 // Rows/sources are split into chunks of about equal work (edges + rows), not equal row counts, so power-law
 // degrees do not leave one thread with the hubs.
+// Attention dropout (p > 0) recomputes each edge's keep decision from (seed, e * H + k) in both passes; p == 0
+// takes the original loops unchanged (no hash calls, bit-identical results).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -18,6 +20,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <optional>
 #include <tuple>
@@ -119,11 +122,26 @@ inline S leaky(S pre, S slope) { return std::max(pre, S(0)) + slope * std::min(p
 template <typename S>
 inline S leaky_grad(S pre, const S (&slope_one)[2]) { return slope_one[pre > S(0)]; }
 
+// Attention dropout of CSR edge `edge`, head k (gat.h): the scale m = keep / (1 - p), i.e. 0 or `keep_scale`.
+// Only called when p > 0, so the p == 0 path makes no hash calls and stays bit-identical.
+template <typename S>
+inline S dropout_m(uint64_t seed, int64_t edge, int64_t heads, int64_t k, float p, S keep_scale) {
+  const uint64_t counter = static_cast<uint64_t>(edge) * static_cast<uint64_t>(heads) + static_cast<uint64_t>(k);
+  return dropout_u(seed, counter) >= p ? keep_scale : S(0);
+}
+
+void check_dropout(double dropout) {
+  TORCH_CHECK_VALUE(dropout >= 0.0 && dropout < 1.0, "dropout must be in [0, 1), got ", dropout);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_fwd_cpu(
     const at::Tensor& h, const at::Tensor& s_src, const at::Tensor& s_dst, const std::optional<at::Tensor>& e_score,
     const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row_csc,
-    const at::Tensor& csc_to_csr, double negative_slope, bool deterministic) {
+    const at::Tensor& csc_to_csr, double negative_slope, double dropout, int64_t seed, bool deterministic) {
   check_gat_fwd_args(h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr);
+  check_dropout(dropout);
+  const bool drop = dropout > 0.0;
+  const uint64_t useed = static_cast<uint64_t>(seed);
   (void)deterministic;  // the forward has no cross-row reduction: always deterministic
   const bool has_e = e_score.has_value() && e_score->defined();
   const int64_t n_src = h.size(0), heads = h.size(1), ch = h.size(2), n_dst = s_dst.size(0);
@@ -146,6 +164,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_fwd_cpu(
       S* mx = row_max.mutable_data_ptr<S>();
       S* dn = row_denom.mutable_data_ptr<S>();
       const S slope = static_cast<S>(negative_slope);
+      // Keep threshold compared in fp32 (dropout_u's type, as the reference); scale 1 / (1 - p) in S.
+      const float p_drop = static_cast<float>(dropout);
+      const S keep_scale = S(1) / static_cast<S>(1.0 - dropout);
       check_ptr("rowptr", rp, n_dst, n_edges);
 
       balanced_for(rp, n_dst, [&](int64_t row_b, int64_t row_e) {
@@ -189,9 +210,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_fwd_cpu(
             if (eb + p + kAheadRows < n_edges) {
               prefetch_bytes(hp + cl[eb + p + kAheadRows] * hc, hc * sizeof(scalar_t));
             }
-            for (int64_t k = 0; k < heads; ++k) {
-              const S alpha = w[p * heads + k] / dn_i[k];
-              axpy(acc.data() + k * ch, alpha, h_j + k * ch, ch);
+            if (!drop) {
+              for (int64_t k = 0; k < heads; ++k) {
+                const S alpha = w[p * heads + k] / dn_i[k];
+                axpy(acc.data() + k * ch, alpha, h_j + k * ch, ch);
+              }
+            } else {
+              for (int64_t k = 0; k < heads; ++k) {
+                const S m_k = dropout_m(useed, eb + p, heads, k, p_drop, keep_scale);
+                if (m_k == S(0)) continue;  // dropped: adds nothing
+                const S alpha = w[p * heads + k] / dn_i[k] * m_k;
+                axpy(acc.data() + k * ch, alpha, h_j + k * ch, ch);
+              }
             }
           }
           scalar_t* o_i = op + i * hc;
@@ -207,9 +237,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gat_bwd_cpu(
     const at::Tensor& grad_out, const at::Tensor& h, const at::Tensor& s_src, const at::Tensor& s_dst,
     const std::optional<at::Tensor>& e_score, const at::Tensor& rowptr, const at::Tensor& col,
     const at::Tensor& colptr, const at::Tensor& row_csc, const at::Tensor& csc_to_csr, const at::Tensor& out,
-    const at::Tensor& row_max, const at::Tensor& row_denom, double negative_slope, bool deterministic) {
+    const at::Tensor& row_max, const at::Tensor& row_denom, double negative_slope, double dropout, int64_t seed,
+    bool deterministic) {
   check_gat_bwd_args(grad_out, h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr, out, row_max,
                      row_denom);
+  check_dropout(dropout);
+  const bool drop = dropout > 0.0;
+  const uint64_t useed = static_cast<uint64_t>(seed);
   (void)deterministic;  // both passes gather (no atomics): always deterministic on CPU
   const bool has_e = e_score.has_value() && e_score->defined();
   const int64_t n_src = h.size(0), heads = h.size(1), ch = h.size(2), n_dst = s_dst.size(0);
@@ -249,6 +283,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gat_bwd_cpu(
       scalar_t* gsd = grad_s_dst.mutable_data_ptr<scalar_t>();
       const S slope = static_cast<S>(negative_slope);
       const S slope_one[2] = {slope, S(1)};
+      const float p_drop = static_cast<float>(dropout);
+      const S keep_scale = S(1) / static_cast<S>(1.0 - dropout);
       check_ptr("rowptr", rp, n_dst, n_edges);
       check_ptr("colptr", cp, n_src, n_edges);
 
@@ -271,14 +307,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gat_bwd_cpu(
             if (p + kAheadRows < n_edges) prefetch_bytes(hp + cl[p + kAheadRows] * hc, hc * sizeof(scalar_t));
             if (p + kAheadScores < n_edges) __builtin_prefetch(ss + cl[p + kAheadScores] * heads);
             const scalar_t* e_p = has_e ? es + p * heads : nullptr;
-            for (int64_t k = 0; k < heads; ++k) {
-              const S pre = pre_score<S>(ss + j * heads, sd_i, e_p, k);
-              const S alpha = std::exp(leaky(pre, slope) - mx[i * heads + k]) / dn[i * heads + k];
-              const S d_alpha = dot<S>(go_i + k * ch, h_j + k * ch, ch);
-              const S g = alpha * (d_alpha - d_row[k]) * leaky_grad(pre, slope_one);
-              gp[p * heads + k] = g;
-              ab[p * heads + k] = alpha;
-              g_dst[k] += g;
+            if (!drop) {
+              for (int64_t k = 0; k < heads; ++k) {
+                const S pre = pre_score<S>(ss + j * heads, sd_i, e_p, k);
+                const S alpha = std::exp(leaky(pre, slope) - mx[i * heads + k]) / dn[i * heads + k];
+                const S d_alpha = dot<S>(go_i + k * ch, h_j + k * ch, ch);
+                const S g = alpha * (d_alpha - d_row[k]) * leaky_grad(pre, slope_one);
+                gp[p * heads + k] = g;
+                ab[p * heads + k] = alpha;
+                g_dst[k] += g;
+              }
+            } else {
+              // ab holds alpha * m (all pass B needs); g_pre needs alpha and m apart. A dropped edge still has
+              // the -alpha * D_i term (the undropped softmax couples it to the row) but skips the dot.
+              for (int64_t k = 0; k < heads; ++k) {
+                const S pre = pre_score<S>(ss + j * heads, sd_i, e_p, k);
+                const S alpha = std::exp(leaky(pre, slope) - mx[i * heads + k]) / dn[i * heads + k];
+                const S m_k = dropout_m(useed, p, heads, k, p_drop, keep_scale);
+                const S md_alpha = m_k == S(0) ? S(0) : dot<S>(go_i + k * ch, h_j + k * ch, ch) * m_k;
+                const S g = alpha * (md_alpha - d_row[k]) * leaky_grad(pre, slope_one);
+                gp[p * heads + k] = g;
+                ab[p * heads + k] = alpha * m_k;
+                g_dst[k] += g;
+              }
             }
           }
           for (int64_t k = 0; k < heads; ++k) gsd[i * heads + k] = static_cast<scalar_t>(g_dst[k]);

@@ -13,6 +13,8 @@
 // Determinism. deterministic=True: kernel A sums per destination row in CSR order, kernel B per source in CSC order;
 // every sum has a fixed order, no atomics, results are bit-identical run to run. deterministic=False: kernel A
 // scatters into grad_h and grad_s_src with atomicAdd (non-deterministic: atomics) and kernel B is skipped.
+// Dropout. Every kernel takes a compile-time kDrop: false (p == 0) never hashes; true recomputes the keep decision
+// of each (CSR edge, head) with dropout_u (gat.h) where it needs it, so no mask is stored between the passes.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -68,6 +70,26 @@ __device__ __forceinline__ double ex(double x) { return exp(x); }
 template <typename S>
 __device__ __forceinline__ S leaky(S pre, S slope) { return pre > S(0) ? pre : pre * slope; }
 
+// Attention dropout parameters: keep iff dropout_u(seed, e * H + k) >= p (compared in fp32, as the reference),
+// kept weights scaled by scale = 1 / (1 - p).
+template <typename S>
+struct Drop {
+  uint64_t seed;
+  float p;
+  S scale;
+};
+
+// m of CSR edge e, head k: keep / (1 - p); the constant 1 (no hash) when !kDrop.
+template <bool kDrop, typename S>
+__device__ __forceinline__ S drop_m(const Drop<S>& d, int64_t e, int64_t heads, int64_t k) {
+  if constexpr (kDrop) {
+    return dropout_u(d.seed, static_cast<uint64_t>(e * heads + k)) >= d.p ? d.scale : S(0);
+  } else {
+    (void)d, (void)e, (void)heads, (void)k;
+    return S(1);
+  }
+}
+
 // Groups of a launch. Lane t of group g serves (node, head) = (g / heads, g % heads), channel vectors n * lanes + t.
 struct Geo {
   int64_t groups, heads, ch;  // groups = nodes * heads
@@ -102,10 +124,11 @@ __device__ __forceinline__ S group_sum(S v, const Lane& ln, int64_t lanes) {
 // ---------------------------------------------------------------------------------------------------------- forward
 // h [N_src,H,C], s_src [N_src,H], s_dst [N_dst,H], e_score [E,H] or nullptr, rowptr [N_dst+1], col [E]
 // -> out [N_dst,H,C], row_max / row_denom [N_dst,H] (S). One group per (destination i, head k).
-template <typename T, typename I, int V>
+template <typename T, typename I, int V, bool kDrop>
 __global__ void __launch_bounds__(kThreads)
     _gat_fwd_kernel(const T* h, const T* s_src, const T* s_dst, const T* e_score, const I* rowptr, const I* col,
-                    T* out, stat_t<T>* row_max, stat_t<T>* row_denom, stat_t<T> slope, Geo geo) {
+                    T* out, stat_t<T>* row_max, stat_t<T>* row_denom, stat_t<T> slope, Drop<stat_t<T>> drop,
+                    Geo geo) {
   using S = stat_t<T>;
   constexpr S kInf = std::numeric_limits<S>::infinity();
   Lane ln;
@@ -118,7 +141,7 @@ __global__ void __launch_bounds__(kThreads)
     S m = -kInf, den = S(0), acc[kNpl][V] = {};
     for (int64_t e0 = begin; e0 < end; e0 += kUnroll) {
       int64_t j[kUnroll];
-      S sc[kUnroll], hv[kUnroll][kNpl][V];
+      S sc[kUnroll], dm[kUnroll], hv[kUnroll][kNpl][V];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) j[u] = e0 + u < end ? static_cast<int64_t>(col[e0 + u]) : -1;
 #pragma unroll
@@ -127,6 +150,7 @@ __global__ void __launch_bounds__(kThreads)
         S pre = static_cast<S>(s_src[j[u] * H + k]) + sd;
         if (e_score != nullptr) pre += static_cast<S>(e_score[(e0 + u) * H + k]);
         sc[u] = leaky(pre, slope);
+        dm[u] = drop_m<kDrop>(drop, e0 + u, H, k);
 #pragma unroll
         for (int n = 0; n < kNpl; ++n) {
           const int64_t c = ((p * kNpl + n) * L + ln.t) * V;
@@ -138,16 +162,18 @@ __global__ void __launch_bounds__(kThreads)
         if (j[u] < 0) continue;
         const S e = sc[u];
         // One exp per edge. A new max rescales the running sums (exp(-inf) = 0 on the first edge); e == m also
-        // covers -inf == -inf: such an edge weighs 0, as exp(-inf - max) does in the reference.
+        // covers -inf == -inf: such an edge weighs 0, as exp(-inf - max) does in the reference. The denominator
+        // takes w (undropped softmax), the accumulator w * m (dropout).
         const bool grows = e > m;
         const S x = ex(grows ? m - e : e - m);
         const S scale = grows ? x : S(1), w = grows ? S(1) : e == m ? S(e == -kInf ? 0 : 1) : x;
         m = grows ? e : m;
         den = den * scale + w;
+        const S wm = kDrop ? w * dm[u] : w;
 #pragma unroll
         for (int n = 0; n < kNpl; ++n)
 #pragma unroll
-          for (int v = 0; v < V; ++v) acc[n][v] = acc[n][v] * scale + w * hv[u][n][v];
+          for (int v = 0; v < V; ++v) acc[n][v] = acc[n][v] * scale + wm * hv[u][n][v];
       }
     }
     // No edges: out 0, max 0, denom 0. Infinite max (all edges -inf, or some +inf): the reference saves max 0 and
@@ -170,15 +196,16 @@ __global__ void __launch_bounds__(kThreads)
 
 // ------------------------------------------------------------------------------------------------------ backward A
 // Per destination row i, head k (CSR order): D = <grad_out[i,k], out[i,k]>; per edge j -> i: alpha recomputed,
-// d_alpha = <grad_out[i,k], h[j,k]>, g_pre = alpha (d_alpha - D) leaky'(pre). Writes grad_s_dst [N_dst,H] (T),
-// g_pre into gpre [E,H] (S, CSR order; nullptr: not needed) and, when gh_acc [N_src,H,C] / gs_acc [N_src,H] (S) are
-// given, scatters alpha grad_out[i] and g_pre into them with atomicAdd (non-deterministic: atomics; fp64: sm_60+).
-template <typename T, typename I, int V>
+// d_alpha = <grad_out[i,k], h[j,k]>, g_pre = alpha (m d_alpha - D) leaky'(pre) (m: dropout scale, 1 without).
+// Writes grad_s_dst [N_dst,H] (T), g_pre into gpre [E,H] (S, CSR order; nullptr: not needed) and, when gh_acc
+// [N_src,H,C] / gs_acc [N_src,H] (S) are given, scatters alpha m grad_out[i] and g_pre into them with atomicAdd
+// (non-deterministic: atomics; fp64: sm_60+).
+template <typename T, typename I, int V, bool kDrop>
 __global__ void __launch_bounds__(kThreads)
     _gat_bwd_rows_kernel(const T* grad_out, const T* h, const T* out, const T* s_src, const T* s_dst,
                          const T* e_score, const I* rowptr, const I* col, const stat_t<T>* row_max,
-                         const stat_t<T>* row_denom, stat_t<T> slope, Geo geo, T* grad_s_dst, stat_t<T>* gpre,
-                         stat_t<T>* gh_acc, stat_t<T>* gs_acc) {
+                         const stat_t<T>* row_denom, stat_t<T> slope, Drop<stat_t<T>> drop, Geo geo,
+                         T* grad_s_dst, stat_t<T>* gpre, stat_t<T>* gh_acc, stat_t<T>* gs_acc) {
   using S = stat_t<T>;
   Lane ln;
   if (!lane_of(geo, ln)) return;
@@ -238,15 +265,17 @@ __global__ void __launch_bounds__(kThreads)
     for (int u = 0; u < kUnroll; ++u) {
       if (j[u] < 0) continue;
       const S alpha = ex(leaky(pre[u], slope) - m) / den;
-      const S g_pre = alpha * (dp[u] - d_row) * (pre[u] > S(0) ? S(1) : slope);
+      const S dm = drop_m<kDrop>(drop, e0 + u, H, k), d_alpha = kDrop ? dm * dp[u] : dp[u];
+      const S g_pre = alpha * (d_alpha - d_row) * (pre[u] > S(0) ? S(1) : slope);
       g_dst += g_pre;
       if (ln.t == 0 && gpre != nullptr) gpre[(e0 + u) * H + k] = g_pre;
       if (gh_acc == nullptr) continue;
       if (ln.t == 0) atomicAdd(gs_acc + j[u] * H + k, g_pre);
       S* gh = gh_acc + (j[u] * H + k) * C;
+      const S am = kDrop ? alpha * dm : alpha;
       each_go([&](int64_t c, const S(&g)[V]) {
 #pragma unroll
-        for (int v = 0; v < V; ++v) atomicAdd(gh + c + v, alpha * g[v]);
+        for (int v = 0; v < V; ++v) atomicAdd(gh + c + v, am * g[v]);
       });
     }
   }
@@ -255,12 +284,14 @@ __global__ void __launch_bounds__(kThreads)
 
 // ------------------------------------------------------------------------------------------------------ backward B
 // Per source j, head k, over its CSC edges q (i = row_csc[q], CSR position c = csc_to_csr[q]), in CSC order:
-// grad_h[j,k,:] = sum alpha grad_out[i,k,:], grad_s_src[j,k] = sum gpre[c,k]. Deterministic: plain stores only.
-template <typename T, typename I, int V>
+// grad_h[j,k,:] = sum alpha m grad_out[i,k,:] (m of CSR edge c), grad_s_src[j,k] = sum gpre[c,k]. Deterministic:
+// plain stores only.
+template <typename T, typename I, int V, bool kDrop>
 __global__ void __launch_bounds__(kThreads)
     _gat_bwd_cols_kernel(const T* grad_out, const T* s_src, const T* s_dst, const T* e_score, const I* colptr,
                          const I* row_csc, const I* csc_to_csr, const stat_t<T>* row_max, const stat_t<T>* row_denom,
-                         const stat_t<T>* gpre, stat_t<T> slope, Geo geo, T* grad_h, T* grad_s_src) {
+                         const stat_t<T>* gpre, stat_t<T> slope, Drop<stat_t<T>> drop, Geo geo, T* grad_h,
+                         T* grad_s_src) {
   using S = stat_t<T>;
   Lane ln;
   if (!lane_of(geo, ln)) return;
@@ -281,6 +312,7 @@ __global__ void __launch_bounds__(kThreads)
         S pre = ss + static_cast<S>(s_dst[ik]);  // = s_src + s_dst as in kernel A (exact: a + b == b + a)
         if (e_score != nullptr) pre += static_cast<S>(e_score[ec[u] * H + k]);
         alpha[u] = ex(leaky(pre, slope) - row_max[ik]) / row_denom[ik];
+        if constexpr (kDrop) alpha[u] *= drop_m<kDrop>(drop, ec[u], H, k);
 #pragma unroll
         for (int n = 0; n < kNpl; ++n) {
           const int64_t c = ((p * kNpl + n) * L + ln.t) * V;
@@ -331,6 +363,25 @@ bool vec4_ok(int64_t ch, std::initializer_list<const at::Tensor*> ts) {
   return true;
 }
 
+// dropout in [0, 1) (the Python wrapper checks it too: the op may be called directly).
+void check_dropout(double dropout) {
+  TORCH_CHECK_VALUE(dropout >= 0.0 && dropout < 1.0, "dropout must be in [0, 1), got ", dropout);
+}
+
+template <typename S>
+Drop<S> make_drop(double dropout, int64_t seed) {
+  return Drop<S>{static_cast<uint64_t>(seed), static_cast<float>(dropout), static_cast<S>(1.0 / (1.0 - dropout))};
+}
+
+// kernel<V, kDrop> for the runtime (v4, drop); the four instantiations are chosen by the caller's `pick`.
+template <typename Fn>
+auto pick_kernel(bool v4, bool drop, Fn&& pick) {
+  return v4 ? (drop ? pick(std::integral_constant<int, 4>{}, std::true_type{})
+                    : pick(std::integral_constant<int, 4>{}, std::false_type{}))
+            : (drop ? pick(std::integral_constant<int, 1>{}, std::true_type{})
+                    : pick(std::integral_constant<int, 1>{}, std::false_type{}));
+}
+
 template <typename T>
 const T* opt_ptr(const std::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
@@ -339,9 +390,10 @@ const T* opt_ptr(const std::optional<at::Tensor>& t) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_fwd_cuda(
     const at::Tensor& h, const at::Tensor& s_src, const at::Tensor& s_dst, const std::optional<at::Tensor>& e_score,
     const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row_csc,
-    const at::Tensor& csc_to_csr, double negative_slope, bool deterministic) {
+    const at::Tensor& csc_to_csr, double negative_slope, double dropout, int64_t seed, bool deterministic) {
   (void)deterministic;  // the forward has no atomics either way
   check_gat_fwd_args(h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr);
+  check_dropout(dropout);
   TORCH_CHECK_VALUE(h.is_cuda(), "h must be a CUDA tensor, got ", h.device());
   const c10::cuda::CUDAGuard guard(h.device());
   const int64_t n_dst = s_dst.size(0), heads = h.size(1), ch = h.size(2);
@@ -355,11 +407,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_fwd_cuda(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "gat_fwd_cuda", [&] {
     using S = stat_t<scalar_t>;
     AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "gat_fwd_cuda", [&] {
-      auto* kernel = v4 ? &_gat_fwd_kernel<scalar_t, index_t, 4> : &_gat_fwd_kernel<scalar_t, index_t, 1>;
+      auto* kernel = pick_kernel(v4, dropout > 0.0, [](auto vec, auto drop) {
+        return &_gat_fwd_kernel<scalar_t, index_t, decltype(vec)::value, decltype(drop)::value>;
+      });
       kernel<<<blocks_of(geo), kThreads, 0, stream>>>(
           h.data_ptr<scalar_t>(), s_src.data_ptr<scalar_t>(), s_dst.data_ptr<scalar_t>(), opt_ptr<scalar_t>(e_score),
           rowptr.data_ptr<index_t>(), col.data_ptr<index_t>(), out.data_ptr<scalar_t>(), row_max.data_ptr<S>(),
-          row_denom.data_ptr<S>(), static_cast<S>(negative_slope), geo);
+          row_denom.data_ptr<S>(), static_cast<S>(negative_slope), make_drop<S>(dropout, seed), geo);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -370,9 +424,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gat_bwd_cuda(
     const at::Tensor& grad_out, const at::Tensor& h, const at::Tensor& s_src, const at::Tensor& s_dst,
     const std::optional<at::Tensor>& e_score, const at::Tensor& rowptr, const at::Tensor& col,
     const at::Tensor& colptr, const at::Tensor& row_csc, const at::Tensor& csc_to_csr, const at::Tensor& out,
-    const at::Tensor& row_max_in, const at::Tensor& row_denom_in, double negative_slope, bool deterministic) {
+    const at::Tensor& row_max_in, const at::Tensor& row_denom_in, double negative_slope, double dropout, int64_t seed,
+    bool deterministic) {
   check_gat_bwd_args(grad_out, h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr, out, row_max_in,
                      row_denom_in);
+  check_dropout(dropout);
   TORCH_CHECK_VALUE(h.is_cuda(), "h must be a CUDA tensor, got ", h.device());
   const c10::cuda::CUDAGuard guard(h.device());
   const at::Tensor row_max = row_max_in.contiguous(), row_denom = row_denom_in.contiguous();  // not checked
@@ -395,27 +451,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gat_bwd_cuda(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "gat_bwd_cuda", [&] {
     using S = stat_t<scalar_t>;
     const S slope = static_cast<S>(negative_slope);
+    const Drop<S> drop = make_drop<S>(dropout, seed);
     const scalar_t* es = opt_ptr<scalar_t>(e_score);
     S* gpre_p = gpre.defined() ? gpre.data_ptr<S>() : nullptr;
     AT_DISPATCH_INDEX_TYPES(rowptr.scalar_type(), "gat_bwd_cuda", [&] {
       if (geo_a.groups > 0) {
-        auto* kernel_a =
-            v4 ? &_gat_bwd_rows_kernel<scalar_t, index_t, 4> : &_gat_bwd_rows_kernel<scalar_t, index_t, 1>;
+        auto* kernel_a = pick_kernel(v4, dropout > 0.0, [](auto vec, auto drop_on) {
+          return &_gat_bwd_rows_kernel<scalar_t, index_t, decltype(vec)::value, decltype(drop_on)::value>;
+        });
         kernel_a<<<blocks_of(geo_a), kThreads, 0, stream>>>(
             grad_out.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
             s_src.data_ptr<scalar_t>(), s_dst.data_ptr<scalar_t>(), es, rowptr.data_ptr<index_t>(),
-            col.data_ptr<index_t>(), row_max.data_ptr<S>(), row_denom.data_ptr<S>(), slope, geo_a,
+            col.data_ptr<index_t>(), row_max.data_ptr<S>(), row_denom.data_ptr<S>(), slope, drop, geo_a,
             grad_s_dst.data_ptr<scalar_t>(), gpre_p, deterministic ? nullptr : gh_acc.data_ptr<S>(),
             deterministic ? nullptr : gs_acc.data_ptr<S>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
       if (deterministic && geo_b.groups > 0) {
-        auto* kernel_b =
-            v4 ? &_gat_bwd_cols_kernel<scalar_t, index_t, 4> : &_gat_bwd_cols_kernel<scalar_t, index_t, 1>;
+        auto* kernel_b = pick_kernel(v4, dropout > 0.0, [](auto vec, auto drop_on) {
+          return &_gat_bwd_cols_kernel<scalar_t, index_t, decltype(vec)::value, decltype(drop_on)::value>;
+        });
         kernel_b<<<blocks_of(geo_b), kThreads, 0, stream>>>(
             grad_out.data_ptr<scalar_t>(), s_src.data_ptr<scalar_t>(), s_dst.data_ptr<scalar_t>(), es,
             colptr.data_ptr<index_t>(), row_csc.data_ptr<index_t>(), csc_to_csr.data_ptr<index_t>(),
-            row_max.data_ptr<S>(), row_denom.data_ptr<S>(), gpre_p, slope, geo_b, grad_h.data_ptr<scalar_t>(),
+            row_max.data_ptr<S>(), row_denom.data_ptr<S>(), gpre_p, slope, drop, geo_b, grad_h.data_ptr<scalar_t>(),
             grad_s_src.data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }

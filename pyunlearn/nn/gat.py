@@ -34,11 +34,11 @@ def _linear(fan_in: int, fan_out: int) -> nn.Linear:
 class GATConv(nn.Module):
     """Graph attention layer (Veličković et al. 2018) with PyG GATConv's interface.
 
-    Supported: in_channels int or (src, dst) tuple, out_channels, heads, concat, negative_slope, dropout (eval, or
-    0 in training), add_self_loops, edge_dim, fill_value (float, Tensor or 'mean'|'add'|'sum'|'max'|'min'|'mul'),
-    bias, residual, return_attention_weights (detached weights), size. Extra keyword: deterministic (default
-    True): the backward without atomics. Not supported (clear errors): SparseTensor adjacency, x_dst = None,
-    attention dropout while training.
+    Supported: in_channels int or (src, dst) tuple, out_channels, heads, concat, negative_slope, dropout (attention
+    dropout in training: seeded in-kernel keep decisions, reproducible under torch.manual_seed but not PyG's
+    pattern), add_self_loops, edge_dim, fill_value (float, Tensor or 'mean'|'add'|'sum'|'max'|'min'|'mul'), bias,
+    residual, return_attention_weights (detached weights), size. Extra keyword: deterministic (default True): the
+    backward without atomics. Not supported (clear errors): SparseTensor adjacency, x_dst = None.
     """
 
     def __init__(self, in_channels: Union[int, tuple[int, int]], out_channels: int, heads: int = 1,
@@ -131,9 +131,6 @@ class GATConv(nn.Module):
         H, C = self.heads, self.out_channels
         if not isinstance(edge_index, Tensor) or edge_index.is_sparse:
             raise TypeError("edge_index must be a dense [2, E] index tensor (SparseTensor adjacency is not supported)")
-        if self.training and self.dropout > 0:
-            raise NotImplementedError("attention dropout while training is not supported by the fused layer yet; "
-                                      "use dropout=0 or eval()")
         res = None
         if isinstance(x, Tensor):
             if x.dim() != 2:
@@ -159,8 +156,12 @@ class GATConv(nn.Module):
         e_score = None
         if edge_attr is not None and self.lin_edge is not None and graph.col.numel() > 0:
             e_score = self._edge_scores(edge_attr, graph)
+        # attention dropout in training: a fresh keep pattern per call, drawn from torch's CPU generator (so
+        # torch.manual_seed reproduces it) and regenerated in the backward from the seed, never stored
+        p = float(self.dropout) if self.training else 0.0
+        seed = int(torch.randint(0, 2**62, (1,)).item()) if p > 0 else 0
         out, row_max, row_denom = gat_attention(x_src, s_src, s_dst, graph, e_score,
-                                                negative_slope=self.negative_slope,
+                                                negative_slope=self.negative_slope, dropout=p, seed=seed,
                                                 deterministic=self.deterministic, return_stats=True)
         out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)
         if res is not None:
@@ -170,7 +171,7 @@ class GATConv(nn.Module):
         if return_attention_weights:
             alpha = attention_weights(s_src.detach(), s_dst.detach(), graph, row_max, row_denom,
                                       None if e_score is None else e_score.detach(),
-                                      negative_slope=self.negative_slope)
+                                      negative_slope=self.negative_slope, dropout=p, seed=seed)
             return out, (graph.edge_index, alpha)
         return out
 

@@ -17,6 +17,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from pyunlearn.reference.gat import dropout_scale
+
 
 @dataclass(frozen=True)
 class GatGraph:
@@ -86,20 +88,20 @@ def gat_graph(edge_index: Tensor, num_src: int, num_dst: Optional[int] = None, *
 
 
 def _setup_context(ctx, inputs, output):
-    h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr, slope, deterministic = inputs
+    h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr, slope, dropout, seed, deterministic = inputs
     out, row_max, row_denom = output
     ctx.mark_non_differentiable(row_max, row_denom)
     ctx.save_for_backward(h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr, out, row_max,
                           row_denom)
-    ctx.slope, ctx.deterministic = slope, deterministic
+    ctx.slope, ctx.dropout, ctx.seed, ctx.deterministic = slope, dropout, seed, deterministic
 
 
 def _backward(ctx, grad_out, _grad_max, _grad_denom):
     h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr, out, row_max, row_denom = ctx.saved_tensors
     g_h, g_src, g_dst, g_e = torch.ops.pyunlearn.gat_bwd(
         grad_out.contiguous(), h, s_src, s_dst, e_score, rowptr, col, colptr, row_csc, csc_to_csr, out, row_max,
-        row_denom, ctx.slope, ctx.deterministic)
-    return g_h, g_src, g_dst, (g_e if e_score is not None else None), None, None, None, None, None, None, None
+        row_denom, ctx.slope, ctx.dropout, ctx.seed, ctx.deterministic)
+    return (g_h, g_src, g_dst, (g_e if e_score is not None else None)) + (None,) * 9
 
 
 torch.library.register_autograd("pyunlearn::gat_fwd", _backward, setup_context=_setup_context)
@@ -125,20 +127,28 @@ def _check_attention_inputs(h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: Op
 
 
 def gat_attention(h: Tensor, s_src: Tensor, s_dst: Tensor, graph: GatGraph, e_score: Optional[Tensor] = None, *,
-                  negative_slope: float = 0.2, deterministic: bool = True, return_stats: bool = False):
-    """out [N_dst, H, C] (and, with return_stats, row_max and row_denom [N_dst, H] for attention weights)."""
+                  negative_slope: float = 0.2, dropout: float = 0.0, seed: int = 0, deterministic: bool = True,
+                  return_stats: bool = False):
+    """out [N_dst, H, C] (and, with return_stats, row_max and row_denom [N_dst, H] for attention weights).
+    dropout: attention dropout probability; `seed` picks the (reproducible, backend-independent) keep pattern."""
     _check_attention_inputs(h, s_src, s_dst, e_score, graph)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
     out, row_max, row_denom = torch.ops.pyunlearn.gat_fwd(
         h.contiguous(), s_src.contiguous(), s_dst.contiguous(), None if e_score is None else e_score.contiguous(),
         graph.rowptr, graph.col, graph.colptr, graph.row_csc, graph.csc_to_csr, float(negative_slope),
-        bool(deterministic))
+        float(dropout), int(seed), bool(deterministic))
     return (out, row_max, row_denom) if return_stats else out
 
 
 def attention_weights(s_src: Tensor, s_dst: Tensor, graph: GatGraph, row_max: Tensor, row_denom: Tensor,
-                      e_score: Optional[Tensor] = None, *, negative_slope: float = 0.2) -> Tensor:
-    """alpha [E, H] in graph.edge_index order (PyG's), from the forward's saved row statistics: one gather pass
-    over [E, H], detached (the layer's gradients flow through its output, not through these weights)."""
+                      e_score: Optional[Tensor] = None, *, negative_slope: float = 0.2, dropout: float = 0.0,
+                      seed: int = 0) -> Tensor:
+    """alpha [E, H] in graph.edge_index order (PyG's), from the forward's saved row statistics, after the same
+    attention dropout as the forward: one gather pass over [E, H], detached (the layer's gradients flow through
+    its output, not through these weights)."""
     with torch.no_grad():
         col = graph.col.long()
         dst = torch.repeat_interleave(torch.arange(graph.num_dst, device=col.device),
@@ -147,6 +157,9 @@ def attention_weights(s_src: Tensor, s_dst: Tensor, graph: GatGraph, row_max: Te
         if e_score is not None:
             pre = pre + e_score.to(pre.dtype)
         alpha_csr = torch.exp(torch.nn.functional.leaky_relu(pre, negative_slope) - row_max[dst]) / row_denom[dst]
+        m = dropout_scale(seed, dropout, col.numel(), s_src.shape[1], col.device, alpha_csr.dtype)
+        if m is not None:
+            alpha_csr = alpha_csr * m
         alpha = torch.empty_like(alpha_csr)
         alpha[graph.perm] = alpha_csr
         return alpha.to(s_src.dtype)

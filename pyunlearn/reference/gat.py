@@ -23,6 +23,38 @@ def csr_rows(rowptr: Tensor, n_edges: int) -> Tensor:
                                    output_size=n_edges)
 
 
+_M64 = (1 << 64) - 1
+
+
+def _wrap(x: int) -> int:
+    """An unsigned 64-bit constant as the int64 with the same bits (torch has no uint64 arithmetic)."""
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+def _shr(z: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 bits (torch's >> is arithmetic on int64)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def dropout_u(seed: int, counter: Tensor) -> Tensor:
+    """u in [0, 1) per counter: splitmix64(seed, counter), top 24 bits, as csrc/graph_attention/gat.h. int64
+    arithmetic wraps like uint64, so the bits are the same."""
+    z = _wrap(seed & _M64) + (counter + 1) * _wrap(0x9E3779B97F4A7C15)
+    z = (z ^ _shr(z, 30)) * _wrap(0xBF58476D1CE4E5B9)
+    z = (z ^ _shr(z, 27)) * _wrap(0x94D049BB133111EB)
+    z = z ^ _shr(z, 31)
+    return _shr(z, 40).to(torch.float32) * (1.0 / 16777216.0)
+
+
+def dropout_scale(seed: int, p: float, n_edges: int, heads: int, device, dtype) -> Optional[Tensor]:
+    """m [E, H]: keep / (1 - p) per CSR edge and head, or None when p == 0."""
+    if p == 0:
+        return None
+    counter = torch.arange(n_edges * heads, device=device, dtype=torch.int64).view(n_edges, heads)
+    keep = dropout_u(seed, counter) >= p
+    return keep.to(dtype) / (1.0 - p)
+
+
 def _scores(s_src, s_dst, e_score, col, dst):
     pre = s_src[col].to(_stat(s_src)) + s_dst[dst].to(_stat(s_src))
     if e_score is not None:
@@ -31,8 +63,8 @@ def _scores(s_src, s_dst, e_score, col, dst):
 
 
 def gat_fwd_ref(h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: Optional[Tensor], rowptr: Tensor, col: Tensor,
-                colptr: Tensor, row_csc: Tensor, csc_to_csr: Tensor, negative_slope: float,
-                deterministic: bool):
+                colptr: Tensor, row_csc: Tensor, csc_to_csr: Tensor, negative_slope: float, dropout: float,
+                seed: int, deterministic: bool):
     n_dst, heads, ch = s_dst.shape[0], h.shape[1], h.shape[2]
     st = _stat(h)
     col = col.long()
@@ -45,6 +77,9 @@ def gat_fwd_ref(h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: Optional[Tenso
     w = torch.exp(e - row_max[dst])
     denom = torch.zeros((n_dst, heads), dtype=st, device=h.device).index_add_(0, dst, w)
     alpha = w / denom[dst]
+    m = dropout_scale(seed, dropout, col.numel(), heads, h.device, st)
+    if m is not None:
+        alpha = alpha * m
     out = torch.zeros((n_dst, heads, ch), dtype=st, device=h.device)
     out.index_add_(0, dst, alpha[..., None] * h[col].to(st))
     return out.to(h.dtype), row_max, denom
@@ -61,21 +96,27 @@ def gat_attention_ref(s_src: Tensor, s_dst: Tensor, e_score: Optional[Tensor], r
 
 def gat_bwd_ref(grad_out: Tensor, h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: Optional[Tensor],
                 rowptr: Tensor, col: Tensor, colptr: Tensor, row_csc: Tensor, csc_to_csr: Tensor, out: Tensor,
-                row_max: Tensor, row_denom: Tensor, negative_slope: float, deterministic: bool):
-    """d/dh, d/ds_src, d/ds_dst, d/de_score of sum(grad_out * out). With D_i = <grad_out_i, out_i> (per head):
-    d e_ij = alpha_ij * (<grad_out_i, h_j> - D_i), then through the LeakyReLU (slope where its input is <= 0)."""
+                row_max: Tensor, row_denom: Tensor, negative_slope: float, dropout: float, seed: int,
+                deterministic: bool):
+    """d/dh, d/ds_src, d/ds_dst, d/de_score of sum(grad_out * out). With D_i = <grad_out_i, out_i> (per head) and
+    m the dropout scale (1 without dropout): d e_ij = alpha_ij * (m_ij <grad_out_i, h_j> - D_i), then through the
+    LeakyReLU (slope where its input is <= 0); grad_h[j] += alpha_ij m_ij grad_out[i]."""
     st = _stat(h)
     col = col.long()
     dst = csr_rows(rowptr, col.numel())
     go = grad_out.to(st)
     alpha = gat_attention_ref(s_src, s_dst, e_score, rowptr, col, row_max, row_denom, negative_slope)
+    m = dropout_scale(seed, dropout, col.numel(), h.shape[1], h.device, st)
     d_alpha = (go[dst] * h[col].to(st)).sum(-1)  # [E, H]
+    if m is not None:
+        d_alpha = d_alpha * m
     d_row = (go * out.to(st)).sum(-1)  # [N_dst, H]
     pre = _scores(s_src, s_dst, e_score, col, dst)
     slope = torch.where(pre > 0, torch.ones_like(pre), torch.full_like(pre, negative_slope))  # in st, not fp32
     g_pre = alpha * (d_alpha - d_row[dst]) * slope
     g_s_dst = torch.zeros(s_dst.shape, dtype=st, device=h.device).index_add_(0, dst, g_pre)
     g_s_src = torch.zeros(s_src.shape, dtype=st, device=h.device).index_add_(0, col, g_pre)
-    g_h = torch.zeros(h.shape, dtype=st, device=h.device).index_add_(0, col, alpha[..., None] * go[dst])
+    a_m = alpha if m is None else alpha * m
+    g_h = torch.zeros(h.shape, dtype=st, device=h.device).index_add_(0, col, a_m[..., None] * go[dst])
     g_e = g_pre.to(e_score.dtype) if e_score is not None else h.new_empty((0,))
     return g_h.to(h.dtype), g_s_src.to(s_src.dtype), g_s_dst.to(s_dst.dtype), g_e

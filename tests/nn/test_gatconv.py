@@ -88,6 +88,20 @@ def test_fp32_close_to_pyg():
     torch.testing.assert_close(ours(x, ei), theirs(x, ei), rtol=1e-4, atol=1e-5)
 
 
+def test_training_dropout_reproducible_and_off_in_eval():
+    cfg = dict(in_channels=10, out_channels=4, heads=2, dropout=0.5)
+    ours, theirs = pair(cfg)
+    x, ei, _ = inputs("random", cfg)
+    torch.manual_seed(3)
+    a = ours.train()(x, ei)
+    torch.manual_seed(3)
+    b = ours(x, ei)
+    assert torch.equal(a, b) and not torch.equal(a, ours(x, ei))
+    torch.testing.assert_close(ours.eval()(x, ei), theirs.eval()(x, ei), rtol=1e-9, atol=1e-10)
+    out, (_, alpha) = ours.train()(x, ei, return_attention_weights=True)
+    assert (alpha == 0).float().mean() > 0.3  # dropped weights are reported as 0, as PyG does
+
+
 def test_graph_is_cached_per_edge_index():
     layer = GATConv(4, 2)
     x, ei = torch.randn(5, 4), graph("random", 5)
@@ -103,8 +117,6 @@ def test_graph_is_cached_per_edge_index():
 @pytest.mark.parametrize("make,call,exc,match", [
     (lambda: GATConv(4, 2, aggr="max"), None, TypeError, r"unsupported keyword arguments \['aggr'\]"),
     (lambda: GATConv(4, 2, fill_value="median"), None, ValueError, r"fill_value must be"),
-    (lambda: GATConv(4, 2, dropout=0.5), lambda m: m.train()(torch.randn(3, 4), graph("random", 3)),
-     NotImplementedError, r"attention dropout while training"),
     (lambda: GATConv(4, 2), lambda m: m(torch.randn(3, 4), torch.tensor([[0, 3], [1, 1]])), IndexError,
      r"edge_index\[0\] \(sources\) must lie in \[0, 3\), got values in \[0, 3\]"),
     (lambda: GATConv(4, 2), lambda m: m(torch.randn(3, 4), torch.tensor([[0, -1], [1, 1]])), IndexError,

@@ -28,24 +28,25 @@ def make(kind, dtype, heads=3, ch=5, n=12, index_dtype=torch.int64, edge=True, l
     return g, h, s_src, s_dst, e
 
 
-def fwd_args(g, h, s_src, s_dst, e, slope=0.2):
-    return (h, s_src, s_dst, e, g.rowptr, g.col, g.colptr, g.row_csc, g.csc_to_csr, slope, True)
+def fwd_args(g, h, s_src, s_dst, e, slope=0.2, dropout=0.0, seed=0):
+    return (h, s_src, s_dst, e, g.rowptr, g.col, g.colptr, g.row_csc, g.csc_to_csr, slope, dropout, seed, True)
 
 
-def compare(backend, g, h, s_src, s_dst, e, dtype):
+def compare(backend, g, h, s_src, s_dst, e, dtype, dropout=0.0, seed=0):
     # low precision: the reference runs in fp32 on the same (rounded) inputs
     up = (lambda t: None if t is None else t.float()) if dtype in (torch.float16, torch.bfloat16) else (lambda t: t)
     with pyunlearn.use_backend(backend):
-        out, mx, den = torch.ops.pyunlearn.gat_fwd(*fwd_args(g, h, s_src, s_dst, e))
-    r_out, r_mx, r_den = gat_fwd_ref(*fwd_args(g, up(h), up(s_src), up(s_dst), up(e)))
+        out, mx, den = torch.ops.pyunlearn.gat_fwd(*fwd_args(g, h, s_src, s_dst, e, 0.2, dropout, seed))
+    r_out, r_mx, r_den = gat_fwd_ref(*fwd_args(g, up(h), up(s_src), up(s_dst), up(e), 0.2, dropout, seed))
     torch.testing.assert_close(out.float() if out.dtype != r_out.dtype else out, r_out, **TOL[dtype])
     torch.testing.assert_close(mx, r_mx, **TOL[dtype])
     torch.testing.assert_close(den, r_den, **TOL[dtype])
     go = torch.randn_like(out)
     args = (g.rowptr, g.col, g.colptr, g.row_csc, g.csc_to_csr)
     with pyunlearn.use_backend(backend):
-        got = torch.ops.pyunlearn.gat_bwd(go, h, s_src, s_dst, e, *args, out, mx, den, 0.2, True)
-    want = gat_bwd_ref(up(go), up(h), up(s_src), up(s_dst), up(e), *args, up(out), mx, den, 0.2, True)
+        got = torch.ops.pyunlearn.gat_bwd(go, h, s_src, s_dst, e, *args, out, mx, den, 0.2, dropout, seed, True)
+    want = gat_bwd_ref(up(go), up(h), up(s_src), up(s_dst), up(e), *args, up(out), mx, den, 0.2, dropout, seed,
+                       True)
     for name, a, b in zip(("grad_h", "grad_s_src", "grad_s_dst", "grad_e_score"), got, want):
         # grad_s_* and grad_e are sums alpha * (d_alpha - D) that cancel towards 0: judge their error against
         # the tensor's scale (the reference's own rounding is of that size), not element by element.
@@ -69,6 +70,31 @@ def test_matches_reference_variants(backend, case):
               one_head_one_channel=dict(heads=1, ch=1), n1=dict(n=4, kind="empty"), wide=dict(heads=2, ch=33))[case]
     kind = kw.pop("kind", "powerlaw")
     compare(backend, *make(kind, torch.float32, **kw), torch.float32)
+
+
+@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("dropout,seed", [(0.3, 0), (0.3, 7), (0.9, 2**40 + 3)])
+def test_dropout_matches_reference(backend, dtype, dropout, seed):
+    """Seeded attention dropout: every backend draws the same keep pattern (a counter-based hash of the CSR
+    edge and head) in the forward and again in the backward."""
+    compare(backend, *make("powerlaw", dtype), dtype, dropout=dropout, seed=seed)
+
+
+def test_dropout_is_unbiased_and_seeded():
+    g, h, s_src, s_dst, e = make("random", torch.float64, n=10)
+    full = gat_attention(h, s_src, s_dst, g, e)
+    same = [gat_attention(h, s_src, s_dst, g, e, dropout=0.4, seed=3) for _ in range(2)]
+    assert torch.equal(same[0], same[1]) and not torch.equal(same[0], full)
+    mean = torch.stack([gat_attention(h, s_src, s_dst, g, e, dropout=0.4, seed=s) for s in range(2000)]).mean(0)
+    # E[m] = 1, so the seed-average approaches the undropped output (2000 draws: a few percent of its scale)
+    assert (mean - full).abs().max() < 0.1 * full.abs().max()
+
+
+def test_dropout_gradcheck_float64():
+    g, h, s_src, s_dst, e = make("selfloops_dups", torch.float64, n=7, heads=2, ch=3)
+    ts = [t.requires_grad_(True) for t in (h, s_src, s_dst, e)]
+    assert torch.autograd.gradcheck(lambda a, b, c, d: gat_attention(a, b, c, g, d, dropout=0.5, seed=11), ts)
 
 
 @pytest.mark.parametrize("backend", backends())
@@ -121,7 +147,7 @@ def test_opcheck(backend, op):
     if op == "gat_bwd":
         out, mx, den = torch.ops.pyunlearn.gat_fwd(*args)
         args = (torch.randn_like(out), h, s_src, s_dst, e, g.rowptr, g.col, g.colptr, g.row_csc, g.csc_to_csr,
-                out, mx, den, 0.2, True)
+                out, mx, den, 0.2, 0.25, 5, True)
     with pyunlearn.use_backend(backend):
         torch.library.opcheck(getattr(torch.ops.pyunlearn, op), args)
 
@@ -150,6 +176,8 @@ BAD = [
      r"s_src must match h's dtype torch.float32"),
     ("int h", lambda g, h, s, d: gat_attention(h.long(), s, d, g), ValueError,
      r"h must be a floating-point \[N_src, H, C\] tensor"),
+    ("dropout 1", lambda g, h, s, d: gat_attention(h, s, d, g, dropout=1.0), ValueError,
+     r"dropout must be in \[0, 1\), got 1.0"),
     ("device", lambda g, h, s, d: gat_attention(h, s.to("meta"), d, g), ValueError,
      r"s_src must match h's dtype torch.float32 and device \S+, got torch.float32 on meta"),
 ]
@@ -174,4 +202,4 @@ def test_cpp_op_checks_csr():
     g, h, s_src, s_dst, e = make("random", torch.float32)
     with pytest.raises(ValueError, match=r"rowptr must have N_dst \+ 1 = 13 entries, got 12"):
         torch.ops.pyunlearn.gat_fwd(h, s_src, s_dst, e, g.rowptr[:-1], g.col, g.colptr, g.row_csc, g.csc_to_csr,
-                                    0.2, True)
+                                    0.2, 0.0, 0, True)
