@@ -59,3 +59,13 @@ def test_every_op_is_listed_and_has_a_cpu_kernel():
     assert set(pyunlearn._C.build_info()["ops"]) == set(pyunlearn._backends.OPS)
     for op in pyunlearn._backends.OPS:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyunlearn::{op}", "CPU"), op
+
+
+def test_bench_gat_tiny(tmp_path):
+    pytest.importorskip("torch_geometric")
+    out = tmp_path / "gat.json"
+    assert cli.main(["bench", "gat", "--size", "tiny", "--no-compile", "--reps", "2", "--quiet",
+                     "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {"PyG GATConv (eager)", "pyunlearn cpp", "pyunlearn reference"} <= {r["provider"] for r in rows}
+    assert {r["case"].split()[-1] for r in rows} == {"forward", "forward+backward"}
