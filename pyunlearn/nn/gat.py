@@ -95,12 +95,13 @@ class GATConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def _graph_for(self, edge_index: Tensor, num_src: int, num_dst: int) -> GatGraph:
-        """CSR/CSC built once per edge_index (cached on identity, version, shape and sizes)."""
-        key = (edge_index.data_ptr(), edge_index._version, tuple(edge_index.shape), edge_index.device, num_src,
-               num_dst, self.add_self_loops)
-        if key != self._graph_key:
+        """CSR/CSC built once per edge_index tensor. The cache keeps that tensor alive and matches it by identity
+        and version (a data_ptr key could match a new tensor allocated at a freed one's address)."""
+        key = (edge_index._version, num_src, num_dst, self.add_self_loops)
+        cached = self._graph_key
+        if cached is None or cached[0] is not edge_index or cached[1] != key:
             self._graph = gat_graph(edge_index, num_src, num_dst, add_self_loops=self.add_self_loops)
-            self._graph_key = key
+            self._graph_key = (edge_index, key)
         return self._graph
 
     def _edge_scores(self, edge_attr: Tensor, graph: GatGraph) -> Tensor:

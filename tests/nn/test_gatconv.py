@@ -112,6 +112,9 @@ def test_graph_is_cached_per_edge_index():
     ei.add_(0)  # in-place change bumps the version: rebuilt
     layer(x, ei)
     assert layer._graph is not first
+    second = layer._graph
+    layer(x, ei.clone())  # equal content, another tensor (it could sit at a freed tensor's address): rebuilt
+    assert layer._graph is not second
 
 
 @pytest.mark.parametrize("make,call,exc,match", [
