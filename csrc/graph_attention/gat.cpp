@@ -27,6 +27,10 @@ void check_index(const char* name, const at::Tensor& t, at::ScalarType dtype, co
 
 }  // namespace
 
+void check_dropout(double dropout) {
+  TORCH_CHECK_VALUE(dropout >= 0.0 && dropout < 1.0, "dropout must be in [0, 1), got ", dropout);
+}
+
 void check_gat_fwd_args(const at::Tensor& h, const at::Tensor& s_src, const at::Tensor& s_dst,
                         const std::optional<at::Tensor>& e_score, const at::Tensor& rowptr, const at::Tensor& col,
                         const at::Tensor& colptr, const at::Tensor& row_csc, const at::Tensor& csc_to_csr) {

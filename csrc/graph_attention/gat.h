@@ -50,6 +50,8 @@ at::ScalarType stat_dtype(at::ScalarType h);
 void check_gat_fwd_args(const at::Tensor& h, const at::Tensor& s_src, const at::Tensor& s_dst,
                         const std::optional<at::Tensor>& e_score, const at::Tensor& rowptr, const at::Tensor& col,
                         const at::Tensor& colptr, const at::Tensor& row_csc, const at::Tensor& csc_to_csr);
+// dropout must lie in [0, 1).
+void check_dropout(double dropout);
 void check_gat_bwd_args(const at::Tensor& grad_out, const at::Tensor& h, const at::Tensor& s_src,
                         const at::Tensor& s_dst, const std::optional<at::Tensor>& e_score, const at::Tensor& rowptr,
                         const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row_csc,

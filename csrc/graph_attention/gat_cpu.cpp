@@ -130,10 +130,6 @@ inline S dropout_m(uint64_t seed, int64_t edge, int64_t heads, int64_t k, float 
   return dropout_u(seed, counter) >= p ? keep_scale : S(0);
 }
 
-void check_dropout(double dropout) {
-  TORCH_CHECK_VALUE(dropout >= 0.0 && dropout < 1.0, "dropout must be in [0, 1), got ", dropout);
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_fwd_cpu(
     const at::Tensor& h, const at::Tensor& s_src, const at::Tensor& s_dst, const std::optional<at::Tensor>& e_score,
     const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row_csc,

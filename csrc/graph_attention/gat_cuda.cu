@@ -364,10 +364,6 @@ bool vec4_ok(int64_t ch, std::initializer_list<const at::Tensor*> ts) {
 }
 
 // dropout in [0, 1) (the Python wrapper checks it too: the op may be called directly).
-void check_dropout(double dropout) {
-  TORCH_CHECK_VALUE(dropout >= 0.0 && dropout < 1.0, "dropout must be in [0, 1), got ", dropout);
-}
-
 template <typename S>
 Drop<S> make_drop(double dropout, int64_t seed) {
   return Drop<S>{static_cast<uint64_t>(seed), static_cast<float>(dropout), static_cast<S>(1.0 / (1.0 - dropout))};

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from pyunlearn.reference.gat import dropout_scale
+from pyunlearn.reference.gat import dropout_scale, gat_attention_ref
 
 
 @dataclass(frozen=True)
@@ -150,14 +150,9 @@ def attention_weights(s_src: Tensor, s_dst: Tensor, graph: GatGraph, row_max: Te
     attention dropout as the forward: one gather pass over [E, H], detached (the layer's gradients flow through
     its output, not through these weights)."""
     with torch.no_grad():
-        col = graph.col.long()
-        dst = torch.repeat_interleave(torch.arange(graph.num_dst, device=col.device),
-                                      graph.rowptr[1:].long() - graph.rowptr[:-1].long(), output_size=col.numel())
-        pre = s_src[col].to(row_max.dtype) + s_dst[dst].to(row_max.dtype)
-        if e_score is not None:
-            pre = pre + e_score.to(pre.dtype)
-        alpha_csr = torch.exp(torch.nn.functional.leaky_relu(pre, negative_slope) - row_max[dst]) / row_denom[dst]
-        m = dropout_scale(seed, dropout, col.numel(), s_src.shape[1], col.device, alpha_csr.dtype)
+        alpha_csr = gat_attention_ref(s_src, s_dst, e_score, graph.rowptr, graph.col, row_max, row_denom,
+                                      negative_slope)
+        m = dropout_scale(seed, dropout, graph.col.numel(), s_src.shape[1], alpha_csr.device, alpha_csr.dtype)
         if m is not None:
             alpha_csr = alpha_csr * m
         alpha = torch.empty_like(alpha_csr)

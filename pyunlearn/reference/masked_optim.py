@@ -13,9 +13,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-
-def state_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+from pyunlearn.ops._checks import state_dtype
 
 
 def dense_mask(mask: Optional[Tensor], param: Tensor) -> Optional[Tensor]:
