@@ -107,3 +107,43 @@ def _gat_bwd_fake(grad_out, h, s_src, s_dst, e_score, rowptr, col, colptr, row_c
                   row_denom, negative_slope, dropout, seed, deterministic):
     g_e = e_score.new_empty(e_score.shape) if e_score is not None else h.new_empty((0,))
     return torch.empty_like(h), torch.empty_like(s_src), torch.empty_like(s_dst), g_e
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GATv2 scoring (Brody et al.): the logit is not separable per node, so it has its own ops over the same graph
+# arrays, dropout hash and saved statistics as gat_fwd/gat_bwd. Per edge e = (j -> i) and head:
+#   z_e = xl[j] + xr[i] (+ e_feat[e])        [C]
+#   s_e = sum_c att[c] * leaky_relu(z_e[c], negative_slope)
+#   alpha = softmax of s over the edges into i (then the same seeded dropout); out[i] = sum_j alpha * xl[j].
+# ---------------------------------------------------------------------------------------------------------------
+
+#   xl [N_src, H, C] (source features and messages), xr [N_dst, H, C], att [H, C], e_feat [E, H, C] (CSR order)
+#   or None -> out [N_dst, H, C], row_max [N_dst, H], row_denom [N_dst, H]  (stats fp32, fp64 for fp64 xl)
+LIB.define(
+    "gatv2_fwd(Tensor xl, Tensor xr, Tensor att, Tensor? e_feat, Tensor rowptr, Tensor col, Tensor colptr, "
+    "Tensor row_csc, Tensor csc_to_csr, float negative_slope, float dropout, int seed, bool deterministic) "
+    "-> (Tensor, Tensor, Tensor)"
+)
+
+
+@torch.library.register_fake("pyunlearn::gatv2_fwd")
+def _gatv2_fwd_fake(xl, xr, att, e_feat, rowptr, col, colptr, row_csc, csc_to_csr, negative_slope, dropout, seed,
+                    deterministic):
+    stats = xr.new_empty((xr.shape[0], xl.shape[1]), dtype=_stat_dtype(xl.dtype))
+    return xl.new_empty(xr.shape), stats, torch.empty_like(stats)
+
+
+#   -> grad_xl [N_src, H, C], grad_xr [N_dst, H, C], grad_att [H, C], grad_e_feat [E, H, C] ([0] if None).
+#   deterministic: no atomics (grad_att reduced in a fixed order, grad_xl by walking the CSC).
+LIB.define(
+    "gatv2_bwd(Tensor grad_out, Tensor xl, Tensor xr, Tensor att, Tensor? e_feat, Tensor rowptr, Tensor col, "
+    "Tensor colptr, Tensor row_csc, Tensor csc_to_csr, Tensor out, Tensor row_max, Tensor row_denom, "
+    "float negative_slope, float dropout, int seed, bool deterministic) -> (Tensor, Tensor, Tensor, Tensor)"
+)
+
+
+@torch.library.register_fake("pyunlearn::gatv2_bwd")
+def _gatv2_bwd_fake(grad_out, xl, xr, att, e_feat, rowptr, col, colptr, row_csc, csc_to_csr, out, row_max,
+                    row_denom, negative_slope, dropout, seed, deterministic):
+    g_e = e_feat.new_empty(e_feat.shape) if e_feat is not None else xl.new_empty((0,))
+    return torch.empty_like(xl), torch.empty_like(xr), torch.empty_like(att), g_e

@@ -58,4 +58,21 @@ void check_gat_bwd_args(const at::Tensor& grad_out, const at::Tensor& h, const a
                         const at::Tensor& csc_to_csr, const at::Tensor& out, const at::Tensor& row_max,
                         const at::Tensor& row_denom);
 
+
+// GATv2 (schemas and semantics: pyunlearn/_ops.py, pyunlearn/reference/gat.py gatv2_*):
+//   xl [N_src, H, C], xr [N_dst, H, C], att [H, C], e_feat [E, H, C] (CSR order) or none, all one dtype;
+//   the graph arrays, row_max/row_denom and dropout exactly as above.
+//   z_e = xl[j] + xr[i] (+ e_feat[e]);  s_e = sum_c att[c] * leaky_relu(z_e[c]);  alpha = softmax_i(s);
+//   out[i] = sum_j alpha * m * xl[j];  g_s = alpha * (m * <grad_out_i, xl_j> - D_i);
+//   g_z = g_s * att * leaky_relu'(z) (slope where z <= 0);  grad_xr[i] = sum_row g_z;  grad_e_feat[e] = g_z;
+//   grad_att = sum_e g_s * leaky_relu(z);  grad_xl[j] = sum_{edges out of j} (alpha * m * grad_out[i] + g_z).
+void check_gatv2_fwd_args(const at::Tensor& xl, const at::Tensor& xr, const at::Tensor& att,
+                          const std::optional<at::Tensor>& e_feat, const at::Tensor& rowptr, const at::Tensor& col,
+                          const at::Tensor& colptr, const at::Tensor& row_csc, const at::Tensor& csc_to_csr);
+void check_gatv2_bwd_args(const at::Tensor& grad_out, const at::Tensor& xl, const at::Tensor& xr,
+                          const at::Tensor& att, const std::optional<at::Tensor>& e_feat, const at::Tensor& rowptr,
+                          const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row_csc,
+                          const at::Tensor& csc_to_csr, const at::Tensor& out, const at::Tensor& row_max,
+                          const at::Tensor& row_denom);
+
 }  // namespace pyunlearn::gat

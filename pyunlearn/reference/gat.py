@@ -120,3 +120,80 @@ def gat_bwd_ref(grad_out: Tensor, h: Tensor, s_src: Tensor, s_dst: Tensor, e_sco
     g_h = torch.zeros(h.shape, dtype=st, device=h.device).index_add_(0, col, a_m[..., None] * go[dst])
     g_e = g_pre.to(e_score.dtype) if e_score is not None else h.new_empty((0,))
     return g_h.to(h.dtype), g_s_src.to(s_src.dtype), g_s_dst.to(s_dst.dtype), g_e
+
+
+# --- GATv2 -------------------------------------------------------------------------------------------------------
+
+def _v2_pre(xl, xr, e_feat, col, dst):
+    """z [E, H, C] = xl[j] + xr[i] (+ e_feat) in the statistics dtype."""
+    st = _stat(xl)
+    z = xl[col].to(st) + xr[dst].to(st)
+    return z if e_feat is None else z + e_feat.to(st)
+
+
+def gatv2_scores_ref(xl: Tensor, xr: Tensor, att: Tensor, e_feat: Optional[Tensor], rowptr: Tensor, col: Tensor,
+                     negative_slope: float) -> Tensor:
+    """s [E, H] in CSR order: att . leaky_relu(xl[j] + xr[i] (+ e_feat))."""
+    col = col.long()
+    dst = csr_rows(rowptr, col.numel())
+    z = torch.nn.functional.leaky_relu(_v2_pre(xl, xr, e_feat, col, dst), negative_slope)
+    return (z * att.to(z.dtype)).sum(-1)
+
+
+def gatv2_attention_ref(xl: Tensor, xr: Tensor, att: Tensor, e_feat: Optional[Tensor], rowptr: Tensor, col: Tensor,
+                        row_max: Tensor, row_denom: Tensor, negative_slope: float) -> Tensor:
+    """alpha [E, H] in CSR order from the saved row statistics."""
+    dst = csr_rows(rowptr, col.numel())
+    s = gatv2_scores_ref(xl, xr, att, e_feat, rowptr, col, negative_slope)
+    return torch.exp(s - row_max[dst]) / row_denom[dst]
+
+
+def gatv2_fwd_ref(xl: Tensor, xr: Tensor, att: Tensor, e_feat: Optional[Tensor], rowptr: Tensor, col: Tensor,
+                  colptr: Tensor, row_csc: Tensor, csc_to_csr: Tensor, negative_slope: float, dropout: float,
+                  seed: int, deterministic: bool):
+    n_dst, heads, ch = xr.shape
+    st = _stat(xl)
+    col = col.long()
+    dst = csr_rows(rowptr, col.numel())
+    s = gatv2_scores_ref(xl, xr, att, e_feat, rowptr, col, negative_slope)
+    idx = dst[:, None].expand(-1, heads)
+    row_max = torch.full((n_dst, heads), float("-inf"), dtype=st, device=xl.device)
+    row_max = row_max.scatter_reduce(0, idx, s, "amax", include_self=True)
+    row_max = torch.where(torch.isinf(row_max), torch.zeros_like(row_max), row_max)  # rows without edges
+    w = torch.exp(s - row_max[dst])
+    denom = torch.zeros((n_dst, heads), dtype=st, device=xl.device).index_add_(0, dst, w)
+    alpha = w / denom[dst]
+    m = dropout_scale(seed, dropout, col.numel(), heads, xl.device, st)
+    if m is not None:
+        alpha = alpha * m
+    out = torch.zeros((n_dst, heads, ch), dtype=st, device=xl.device)
+    out.index_add_(0, dst, alpha[..., None] * xl[col].to(st))
+    return out.to(xl.dtype), row_max, denom
+
+
+def gatv2_bwd_ref(grad_out: Tensor, xl: Tensor, xr: Tensor, att: Tensor, e_feat: Optional[Tensor], rowptr: Tensor,
+                  col: Tensor, colptr: Tensor, row_csc: Tensor, csc_to_csr: Tensor, out: Tensor, row_max: Tensor,
+                  row_denom: Tensor, negative_slope: float, dropout: float, seed: int, deterministic: bool):
+    """With D_i = <grad_out_i, out_i> per head and m the dropout scale: g_s = alpha (m <grad_out_i, xl_j> - D_i);
+    g_z = g_s * att * leaky_relu'(z) (slope where z <= 0); grad_xr[i] = sum_row g_z; grad_e_feat = g_z;
+    grad_att = sum_e g_s * leaky_relu(z); grad_xl[j] = sum_out-edges (alpha m grad_out_i + g_z)."""
+    st = _stat(xl)
+    col = col.long()
+    dst = csr_rows(rowptr, col.numel())
+    go = grad_out.to(st)
+    alpha = gatv2_attention_ref(xl, xr, att, e_feat, rowptr, col, row_max, row_denom, negative_slope)
+    m = dropout_scale(seed, dropout, col.numel(), xl.shape[1], xl.device, st)
+    d_alpha = (go[dst] * xl[col].to(st)).sum(-1)  # [E, H]
+    if m is not None:
+        d_alpha = d_alpha * m
+    d_row = (go * out.to(st)).sum(-1)  # [N_dst, H]
+    g_s = alpha * (d_alpha - d_row[dst])  # [E, H]
+    z = _v2_pre(xl, xr, e_feat, col, dst)
+    slope = torch.where(z > 0, torch.ones_like(z), torch.full_like(z, negative_slope))
+    g_z = g_s[..., None] * att.to(st) * slope  # [E, H, C]
+    g_att = (g_s[..., None] * torch.nn.functional.leaky_relu(z, negative_slope)).sum(0)
+    g_xr = torch.zeros(xr.shape, dtype=st, device=xl.device).index_add_(0, dst, g_z)
+    a_m = alpha if m is None else alpha * m
+    g_xl = torch.zeros(xl.shape, dtype=st, device=xl.device).index_add_(0, col, a_m[..., None] * go[dst] + g_z)
+    g_e = g_z.to(e_feat.dtype) if e_feat is not None else xl.new_empty((0,))
+    return g_xl.to(xl.dtype), g_xr.to(xr.dtype), g_att.to(att.dtype), g_e
