@@ -1,9 +1,12 @@
 """Helpers shared by the Triton kernel families: IEEE-rounded division and square root, the compute dtype, and
-the launch-side device handling (CUDA device context; CPU tensors only under the interpreter)."""
+the launch-side device handling (CUDA device context; CPU tensors only under the interpreter); for the graph
+attention kernels (kernels/gat.py, kernels/gatv2.py) the LeakyReLU, the seeded attention dropout (the hash of
+csrc/graph_attention/gat.h) with its launch arguments, the statistics dtype and the [edge, head, channel] tiles."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from typing import Optional
 
@@ -49,3 +52,56 @@ def check_device(t: Optional[Tensor]) -> None:
 def on_device(t: Tensor):
     """Triton launches on the current CUDA device: make it the tensor's."""
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+# --- graph attention (GAT, GATv2) ---------------------------------------------------------------------------------
+
+@triton.jit
+def leaky_relu(pre, slope):
+    # torch.nn.functional.leaky_relu: x if x > 0 else x * slope (slope already rounded to the compute dtype).
+    return tl.where(pre > 0, pre, pre * slope)
+
+
+@triton.jit
+def dropout_m(seed, eid, k, H, keep_thr, keep_scale, CDT: tl.constexpr):
+    """m [BE, BH] = keep / (1 - p) for CSR edges eid [BE] (int64) and heads k [BH]: keep iff the top 24 bits of
+    splitmix64(seed, eid * H + k) reach keep_thr. seed is the uint64 seed's bits as int64."""
+    z = (eid[:, None] * H + k[None, :] + 1).to(tl.int64).to(tl.uint64, bitcast=True)  # [BE, BH] counter + 1
+    z = seed.to(tl.int64).to(tl.uint64, bitcast=True) + z * 0x9E3779B97F4A7C15
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+    z = z ^ (z >> 31)
+    keep = (z >> 40).to(tl.int64) >= keep_thr  # [BE, BH]
+    return tl.where(keep, tl.full([], keep_scale, CDT), tl.zeros([], CDT))
+
+
+def stat_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the saved softmax statistics and of the kernels' fp32/fp64 buffers."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def dropout_args(dropout: float, seed: int, dtype: torch.dtype) -> tuple[int, int, float]:
+    """(seed bits as int64, keep threshold on the top 24 hash bits, 1 / (1 - p) in the compute dtype) for the
+    kernels, matching pyunlearn/reference/gat.py: keep iff u >= p with u fp32 and p rounded to fp32, i.e.
+    z >> 40 >= ceil(fp32(p) * 2**24) (exact: a power-of-two scaling); the scale is 1 / (1 - p) as torch rounds
+    it for a tensor of the statistics dtype."""
+    seed = int(seed) & ((1 << 64) - 1)
+    seed = seed - (1 << 64) if seed >= 1 << 63 else seed  # same bits, int64 range
+    p = float(dropout)
+    if p == 0:
+        return seed, 0, 1.0
+    thr = math.ceil(float(torch.tensor(p, dtype=torch.float32)) * 16777216.0)
+    scale = float(torch.ones((), dtype=stat_dtype(dtype)) / (1.0 - p))
+    return seed, thr, scale
+
+
+def gat_tile_config(heads: int, ch: int, tile_values: int = 2048) -> dict:
+    """Tile sizes and warps for [BLOCK_E, BLOCK_H, BLOCK_C] tiles: heads and channels padded to powers of two
+    (tl.arange needs them), and as many edges per block (1 to 32) as keep a tile near `tile_values` values. The
+    v1 GAT kernels hold one such tile: 2048 values is ~16 per thread; 4096-value tiles took H=8, C=64 to 170-250
+    registers and spills on sm_90 (ptxas -v)."""
+    block_h = max(1, triton.next_power_of_2(heads))
+    block_c = max(1, triton.next_power_of_2(ch))
+    block_e = max(1, min(32, tile_values // (block_h * block_c)))
+    num_warps = 4 if block_h * block_c <= 512 else 8 if block_h * block_c <= 4096 else 16
+    return dict(BLOCK_E=block_e, BLOCK_H=block_h, BLOCK_C=block_c, num_warps=num_warps)

@@ -27,7 +27,7 @@ at the store (bf16 arithmetic is also wrong under the Triton interpreter). fp32 
 other Triton kernels of pyunlearn. Index tensors are int32 or int64 (all five alike); addresses are int64.
 
 Attention dropout (dropout p > 0, csrc/graph_attention/gat.h): CSR edge e of head k is kept iff
-u(seed, e*H + k) >= p, u = splitmix64 of the counter, top 24 bits / 2**24 (_dropout_m, uint64 arithmetic that
+u(seed, e*H + k) >= p, u = splitmix64 of the counter, top 24 bits / 2**24 (dropout_m, uint64 arithmetic that
 wraps). m = keep / (1 - p) multiplies alpha in the output sum, in <grad_out_i, h_j> of the row pass and in the
 grad_h sum of the column pass (which recomputes m from the CSR position and head); row_max / row_denom and
 D_i = <grad_out_i, out_i> are unchanged. The comparison u >= p and 1 / (1 - p) are those of the reference
@@ -40,7 +40,6 @@ Arguments are checked by the Python layer (pyunlearn/ops/gat.py); this module on
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -48,26 +47,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pyunlearn.kernels._common import check_device, compute_dtype, div_rn, on_device
-
-
-@triton.jit
-def _leaky_relu(pre, slope):
-    # torch.nn.functional.leaky_relu: x if x > 0 else x * slope (slope already rounded to the compute dtype).
-    return tl.where(pre > 0, pre, pre * slope)
-
-
-@triton.jit
-def _dropout_m(seed, eid, k, H, keep_thr, keep_scale, CDT: tl.constexpr):
-    """m [BE, BH] = keep / (1 - p) for CSR edges eid [BE] (int64) and heads k [BH]: keep iff the top 24 bits of
-    splitmix64(seed, eid * H + k) reach keep_thr. seed is the uint64 seed's bits as int64."""
-    z = (eid[:, None] * H + k[None, :] + 1).to(tl.int64).to(tl.uint64, bitcast=True)  # [BE, BH] counter + 1
-    z = seed.to(tl.int64).to(tl.uint64, bitcast=True) + z * 0x9E3779B97F4A7C15
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EB
-    z = z ^ (z >> 31)
-    keep = (z >> 40).to(tl.int64) >= keep_thr  # [BE, BH]
-    return tl.where(keep, tl.full([], keep_scale, CDT), tl.zeros([], CDT))
+from pyunlearn.kernels._common import (check_device, compute_dtype, div_rn, dropout_args, dropout_m,
+                                       gat_tile_config, leaky_relu, on_device, stat_dtype)
 
 
 @triton.jit
@@ -99,7 +80,7 @@ def _gat_fwd_kernel(
         pre = tl.load(s_src_ptr + j[:, None] * H + k[None, :], mask=eh_ok, other=0).to(CDT) + s_dst[None, :]
         if HAS_E:
             pre = pre + tl.load(e_ptr + eid[:, None] * H + k[None, :], mask=eh_ok, other=0).to(CDT)
-        score = tl.where(live[:, None], _leaky_relu(pre, slope), float("-inf"))  # [BE, BH]
+        score = tl.where(live[:, None], leaky_relu(pre, slope), float("-inf"))  # [BE, BH]
         new_max = tl.maximum(run_max, tl.max(score, axis=0))  # [BH]
         rescale = tl.exp(run_max - new_max)  # [BH]; 0 on the first block (run_max = -inf)
         w = tl.exp(score - new_max[None, :])  # [BE, BH]; 0 on dead edges
@@ -108,7 +89,7 @@ def _gat_fwd_kernel(
                      mask=live[:, None, None] & hc_ok[None, :, :], other=0).to(CDT)  # [BE, BH, BC]
         if HAS_DROPOUT:
             # Dropped edges still count in denom (the undropped softmax); only the output sum sees m.
-            wm = w * _dropout_m(seed, eid, k, H, keep_thr, keep_scale, CDT)  # [BE, BH]
+            wm = w * dropout_m(seed, eid, k, H, keep_thr, keep_scale, CDT)  # [BE, BH]
             acc = acc * rescale[:, None] + tl.sum(wm[:, :, None] * hv, axis=0)
         else:
             acc = acc * rescale[:, None] + tl.sum(w[:, :, None] * hv, axis=0)
@@ -154,13 +135,13 @@ def _gat_bwd_rows_kernel(
         if HAS_E:
             pre = pre + tl.load(e_ptr + eid[:, None] * H + k[None, :], mask=eh_ok, other=0).to(CDT)
         # Dead lanes get exp(-inf) = 0: their stand-in scores are arbitrary and could overflow exp.
-        shifted = tl.where(eh_ok, _leaky_relu(pre, slope) - row_max[None, :], float("-inf"))  # [BE, BH]
+        shifted = tl.where(eh_ok, leaky_relu(pre, slope) - row_max[None, :], float("-inf"))  # [BE, BH]
         alpha = div_rn(tl.exp(shifted), row_denom[None, :], CDT)  # [BE, BH]
         hv = tl.load(h_ptr + j[:, None, None] * (H * C) + hc_off[None, :, :],
                      mask=live[:, None, None] & hc_ok[None, :, :], other=0).to(CDT)  # [BE, BH, BC]
         d_alpha = tl.sum(go[None, :, :] * hv, axis=2)  # [BE, BH] <grad_out[i], h[j]>
         if HAS_DROPOUT:
-            d_alpha = d_alpha * _dropout_m(seed, eid, k, H, keep_thr, keep_scale, CDT)  # m * <grad_out[i], h[j]>
+            d_alpha = d_alpha * dropout_m(seed, eid, k, H, keep_thr, keep_scale, CDT)  # m * <grad_out[i], h[j]>
         # [BE, BH]; 0 on dead lanes (alpha = 0 there)
         g_pre = alpha * (d_alpha - d_row[None, :]) * tl.where(pre > 0, 1.0, slope)
         tl.store(g_pre_ptr + eid[:, None] * H + k[None, :], g_pre, mask=eh_ok)
@@ -206,10 +187,10 @@ def _gat_bwd_cols_kernel(
         row_max = tl.load(max_ptr + i[:, None] * H + k[None, :], mask=eh_ok, other=0)  # [BE, BH]
         row_denom = tl.load(denom_ptr + i[:, None] * H + k[None, :], mask=eh_ok, other=1)  # [BE, BH]
         # Dead lanes get exp(-inf) = 0: their stand-in scores are arbitrary and could overflow exp.
-        shifted = tl.where(eh_ok, _leaky_relu(pre, slope) - row_max, float("-inf"))  # [BE, BH]
+        shifted = tl.where(eh_ok, leaky_relu(pre, slope) - row_max, float("-inf"))  # [BE, BH]
         alpha = div_rn(tl.exp(shifted), row_denom, CDT)  # [BE, BH]
         if HAS_DROPOUT:
-            alpha_m = alpha * _dropout_m(seed, eid, k, H, keep_thr, keep_scale, CDT)  # [BE, BH] alpha * m
+            alpha_m = alpha * dropout_m(seed, eid, k, H, keep_thr, keep_scale, CDT)  # [BE, BH] alpha * m
         else:
             alpha_m = alpha
         gov = tl.load(grad_out_ptr + i[:, None, None] * (H * C) + hc_off[None, :, :],
@@ -218,36 +199,6 @@ def _gat_bwd_cols_kernel(
         grad_s_src += tl.sum(tl.load(g_pre_ptr + eid[:, None] * H + k[None, :], mask=eh_ok, other=0), axis=0)
     tl.store(grad_h_ptr + j * (H * C) + hc_off, grad_h.to(grad_h_ptr.dtype.element_ty), mask=hc_ok)
     tl.store(grad_s_src_ptr + j * H + k, grad_s_src.to(grad_s_src_ptr.dtype.element_ty), mask=head_ok)
-
-
-def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _dropout_args(dropout: float, seed: int, dtype: torch.dtype) -> tuple[int, int, float]:
-    """(seed bits as int64, keep threshold on the top 24 hash bits, 1 / (1 - p) in the compute dtype) for the
-    kernels, matching pyunlearn/reference/gat.py: keep iff u >= p with u fp32 and p rounded to fp32, i.e.
-    z >> 40 >= ceil(fp32(p) * 2**24) (exact: a power-of-two scaling); the scale is 1 / (1 - p) as torch rounds
-    it for a tensor of the statistics dtype."""
-    seed = int(seed) & ((1 << 64) - 1)
-    seed = seed - (1 << 64) if seed >= 1 << 63 else seed  # same bits, int64 range
-    p = float(dropout)
-    if p == 0:
-        return seed, 0, 1.0
-    thr = math.ceil(float(torch.tensor(p, dtype=torch.float32)) * 16777216.0)
-    scale = float(torch.ones((), dtype=_stat_dtype(dtype)) / (1.0 - p))
-    return seed, thr, scale
-
-
-def _config(heads: int, ch: int) -> dict:
-    """Tile sizes and warps for [BLOCK_E, BLOCK_H, BLOCK_C] tiles: heads and channels padded to powers of two
-    (tl.arange needs them), and as many edges per block (1 to 32) as keep a tile near 2048 values, ~16 per
-    thread: 4096-value tiles took H=8, C=64 to 170-250 registers and spills on sm_90 (ptxas -v)."""
-    block_h = max(1, triton.next_power_of_2(heads))
-    block_c = max(1, triton.next_power_of_2(ch))
-    block_e = max(1, min(32, 2048 // (block_h * block_c)))
-    num_warps = 4 if block_h * block_c <= 512 else 8 if block_h * block_c <= 4096 else 16
-    return dict(BLOCK_E=block_e, BLOCK_H=block_h, BLOCK_C=block_c, num_warps=num_warps)
 
 
 def gat_fwd(h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: Optional[Tensor], rowptr: Tensor, col: Tensor,
@@ -265,16 +216,16 @@ def gat_fwd(h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: Optional[Tensor], 
     has_e = e_score is not None
     e_arg = e_score.contiguous() if has_e else s_dst  # [E, H]; when absent an unread stand-in (HAS_E guards)
     out = torch.empty((n_dst, heads, ch), dtype=h.dtype, device=h.device)  # [N_dst, H, C]
-    row_max = torch.empty((n_dst, heads), dtype=_stat_dtype(h.dtype), device=h.device)  # [N_dst, H]
+    row_max = torch.empty((n_dst, heads), dtype=stat_dtype(h.dtype), device=h.device)  # [N_dst, H]
     row_denom = torch.empty_like(row_max)  # [N_dst, H]
     if n_dst == 0 or heads == 0:
         return out, row_max, row_denom
-    seed, keep_thr, keep_scale = _dropout_args(dropout, seed, h.dtype)
+    seed, keep_thr, keep_scale = dropout_args(dropout, seed, h.dtype)
     with on_device(h):
         _gat_fwd_kernel[(n_dst,)](
             h, s_src, s_dst, e_arg, rowptr, col, out, row_max, row_denom, float(negative_slope), heads, ch,
             seed, keep_thr, keep_scale, CDT=compute_dtype(h.dtype), HAS_E=has_e, HAS_DROPOUT=dropout != 0,
-            enable_fp_fusion=False, **_config(heads, ch))
+            enable_fp_fusion=False, **gat_tile_config(heads, ch))
     return out, row_max, row_denom
 
 
@@ -298,7 +249,7 @@ def gat_bwd(grad_out: Tensor, h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: 
     row_csc, csc_to_csr = row_csc.contiguous(), csc_to_csr.contiguous()  # [E], [E]
     has_e = e_score is not None
     e_arg = e_score.contiguous() if has_e else s_dst  # [E, H] or an unread stand-in
-    stat = _stat_dtype(h.dtype)
+    stat = stat_dtype(h.dtype)
     g_pre = torch.empty((n_edges, heads), dtype=stat, device=h.device)  # [E, H] CSR order, every edge written
     # grad_e_score is g_pre itself when the dtypes agree, else a copy cast by the row kernel.
     store_grad_e = has_e and e_score.dtype != stat
@@ -313,9 +264,9 @@ def gat_bwd(grad_out: Tensor, h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: 
     grad_s_dst = torch.empty((n_dst, heads), dtype=s_dst.dtype, device=h.device)  # [N_dst, H]
     if heads == 0:
         return grad_h, grad_s_src, grad_s_dst, grad_e
-    cfg = _config(heads, ch)
+    cfg = gat_tile_config(heads, ch)
     slope, cdt = float(negative_slope), compute_dtype(h.dtype)
-    drop = _dropout_args(dropout, seed, h.dtype)  # seed, keep_thr, keep_scale
+    drop = dropout_args(dropout, seed, h.dtype)  # seed, keep_thr, keep_scale
     has_drop = dropout != 0
     with on_device(h):
         # Rows first: the column pass sums the g_pre they write (same stream, so ordered).

@@ -1,4 +1,4 @@
-"""`pyunlearn info | bench <family> | demo`."""
+"""`pyunlearn info | bench <family> | demo | unlearn`."""
 
 from __future__ import annotations
 
@@ -42,24 +42,83 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    """Until the unlearning harness lands: the masked-optimizer benchmark at CPU size, with its table."""
-    import pyunlearn
-    from pyunlearn.bench import masked_optim
-    from pyunlearn.bench._common import format_table, save_json
+def _parse_sets(pairs: list[str], method: str) -> dict:
+    """--set key=value pairs -> {key: value} typed like the method's config field."""
+    import dataclasses
 
-    cmd_info(argparse.Namespace(json=False))
+    from pyunlearn.unlearn import METHODS
+
+    fields = {f.name: f for f in dataclasses.fields(METHODS[method][0])}
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set must be key=value, got {pair!r}")
+        if key not in fields:
+            raise ValueError(f"--set: method {method!r} has no option {key!r}; it takes {sorted(fields)}")
+        kind = type(getattr(METHODS[method][0](), key))
+        try:
+            out[key] = (raw.lower() in ("1", "true", "yes")) if kind is bool else kind(raw)
+        except ValueError:
+            raise ValueError(f"--set {key}: expected a {kind.__name__}, got {raw!r}") from None
+    return out
+
+
+def _load_data(name: str, split_seed: int):
+    from pyunlearn.data import load_digits
+
+    if name != "digits":
+        raise ValueError(f"--data must be 'digits' (the bundled set; bring other data through the Python API), "
+                         f"got {name!r}")
+    return load_digits(split_seed=split_seed)
+
+
+def _run(exp, args) -> int:
+    from pyunlearn.unlearn import harness
+
+    splits = _load_data(args.data, args.split_seed)
+    results = harness.run(splits, exp, args.out, progress=not args.no_progress)
     print()
-    size = "tiny" if args.quick else ("gpu" if torch.cuda.is_available() else "cpu")
-    print(f"pyunlearn demo: masked AdamW step, {size} size, against torch.optim and torch.compile "
-          f"(correctness is checked before timing)\n", flush=True)
-    report = masked_optim.run(size, compile_peer=not args.no_compile, verbose=True, reps=args.reps)
-    print(format_table(report))
-    if args.json:
-        save_json(report, args.json)
-        print(f"\nrows written to {args.json}")
-    print(f"\nbackend: {pyunlearn.get_backend()}; the index-list rows touch only the selected entries.")
+    print(results.table())
+    print(f"\nwritten: {args.out}/results.json, {args.out}/results.png")
     return 0
+
+
+def cmd_demo(args) -> int:
+    """Train the original CNN on digits, forget one class and a random 10% with Retrain, FT, GA, RL, l1-sparse,
+    SalUn and UGradSL; print the table and write results.json and the figure."""
+    from pyunlearn.unlearn.harness import DEMO_METHODS, Experiment
+
+    methods = ("retrain", "ft", "salun") if args.quick else DEMO_METHODS
+    exp = Experiment(tasks=("class:3", "random:0.1"), methods=methods, model="cnn")
+    return _run(exp, args)
+
+
+def cmd_unlearn(args) -> int:
+    from pyunlearn.unlearn.harness import Experiment
+
+    try:
+        configs = {args.method: _parse_sets(args.set, args.method)} if args.method in _methods() else {}
+        exp = Experiment(tasks=tuple(args.forget), methods=("retrain", args.method), model=args.model,
+                         split_seed=args.split_seed, forget_seed=args.forget_seed, seed=args.seed, configs=configs)
+    except (ValueError, TypeError) as e:
+        print(f"pyunlearn unlearn: {e}", file=sys.stderr)
+        return 2
+    return _run(exp, args)
+
+
+def _methods() -> list[str]:
+    from pyunlearn.unlearn import METHODS
+
+    return sorted(METHODS)
+
+
+def _common_run_args(p) -> None:
+    p.add_argument("--out", default="pyunlearn_out", help="folder for results.json, results.png and checkpoints; "
+                   "rerunning into it resumes (default: %(default)s)")
+    p.add_argument("--data", default="digits", help="dataset (default: %(default)s, bundled with scikit-learn)")
+    p.add_argument("--split-seed", type=int, default=0, help="the one train/val/test split (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,12 +131,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("family", help="kernel family: masked_optim | gat")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the family's own options")
     p.set_defaults(fn=cmd_bench)
-    p = sub.add_parser("demo", help="the main job on bundled data (for now: the masked-optimizer benchmark)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
-    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
-    p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--json", default=None, help="write the rows to this JSON file")
+    p = sub.add_parser("demo", help="the main job: unlearning on digits, 7 methods x (one class, random 10%%), "
+                       "table + results.json + figure")
+    p.add_argument("--quick", action="store_true", help="only Retrain, FT and SalUn")
+    _common_run_args(p)
     p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("unlearn", help="one method against Retrain: pyunlearn unlearn --method salun --forget class:3")
+    p.add_argument("--method", required=True, help="retrain | ft | ga | rl | iu | ff | l1_sparse | salun | ugradsl | "
+                   "ugradsl_plus")
+    p.add_argument("--forget", action="append", required=True,
+                   help="forget set: class:C | random:FRACTION | indices:1,2,3 | indices:@FILE (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a method option, e.g. --set lr=0.02 --set epochs=5")
+    p.add_argument("--model", default="cnn", help="cnn | mlp | resnet18 | resnet20 (default: %(default)s)")
+    p.add_argument("--forget-seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="shuffling / random labels / noise")
+    _common_run_args(p)
+    p.set_defaults(fn=cmd_unlearn)
     args = ap.parse_args(argv)
     return args.fn(args)
 

@@ -1,4 +1,4 @@
-"""The command line: info, bench, demo (tiny sizes), and its errors."""
+"""The command line: info, bench, demo, and its errors (unlearn: tests/unlearn/test_harness.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def test_info_json(capsys):
     assert cli.main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["cpu"] is True and info["backend"] == "cpp"
-    assert set(info["ops"]) == {"masked_sgd_step", "masked_adamw_step", "masked_sophia_step", "gat_fwd", "gat_bwd"}
+    assert set(info["ops"]) == {"masked_sgd_step", "masked_adamw_step", "masked_sophia_step", "gat_fwd", "gat_bwd",
+                                "gatv2_fwd", "gatv2_bwd"}
     assert "cpp" in info["available_backends"]
 
 
@@ -43,11 +44,19 @@ def test_bench_unknown_family(capsys):
 
 
 @pytest.mark.slow
-def test_demo_quick_with_compile_peer(tmp_path):
-    out = tmp_path / "demo.json"
-    assert cli.main(["demo", "--quick", "--reps", "3", "--json", str(out)]) == 0
-    rows = json.loads(out.read_text())["rows"]
-    assert any(r["provider"] == "reference, torch.compile (dense)" for r in rows)
+def test_demo_quick_end_to_end(tmp_path):
+    """The main job (Retrain, FT, SalUn on both tasks), then a rerun that resumes from results.json."""
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"class:3", "random:0.1"}
+    for task in results.values():
+        assert set(task) == {"retrain", "ft", "salun"}
+        assert all(set(row) == {"UA", "RA", "TA", "MIA", "RTE", "avg_gap"} for row in task.values())
+    assert results["class:3"]["retrain"]["UA"] > 95 and results["class:3"]["retrain"]["MIA"] > 90
+    assert (out / "results.png").stat().st_size > 0
+    assert cli.main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "results.json").read_text()) == results
 
 
 def test_every_op_is_listed_and_has_a_cpu_kernel():

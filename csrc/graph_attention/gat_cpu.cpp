@@ -27,82 +27,13 @@
 #include <vector>
 
 #include "graph_attention/gat.h"
+#include "graph_attention/gat_cpu_common.h"
 
 namespace pyunlearn::gat {
 
 namespace {
 
-// Minimum work (edges + rows) per parallel chunk: ~64 rows of a degree-16 graph. Smaller chunks cost more in
-// scheduling than they gain in balance.
-constexpr int64_t kGrainWork = 64 * 17;
-
-// Content checks of a compressed pointer array (the shared checks read sizes only): ptr[0] == 0, ptr[n] == E and
-// non-decreasing. O(n), serial; it makes the chunk split below and every row's edge range safe to use.
-template <typename index_t>
-void check_ptr(const char* name, const index_t* ptr, int64_t n, int64_t n_edges) {
-  TORCH_CHECK_VALUE(ptr[0] == 0 && static_cast<int64_t>(ptr[n]) == n_edges, name, " must start at 0 and end at E = ",
-                    n_edges, ", got ", static_cast<int64_t>(ptr[0]), " and ", static_cast<int64_t>(ptr[n]));
-  for (int64_t i = 0; i < n; ++i) {
-    TORCH_CHECK_VALUE(ptr[i] <= ptr[i + 1], name, " must be non-decreasing, got ", static_cast<int64_t>(ptr[i]),
-                      " > ", static_cast<int64_t>(ptr[i + 1]), " at ", i);
-  }
-}
-
-// Runs fn(row_begin, row_end) over [0, n) in chunks of about equal work ptr[i] + i (edges + rows), in parallel.
-// Chunk boundaries come from a binary search on the (strictly increasing) cumulative work.
-template <typename index_t, typename Fn>
-void balanced_for(const index_t* ptr, int64_t n, const Fn& fn) {
-  if (n <= 0) return;
-  const int64_t total = static_cast<int64_t>(ptr[n]) + n;
-  const int64_t max_chunks = std::max<int64_t>(1, 8 * at::get_num_threads());
-  const int64_t chunks = std::clamp<int64_t>(total / kGrainWork, 1, std::min(max_chunks, n));
-  // First row whose cumulative work reaches `target`.
-  auto row_at = [&](int64_t target) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-      const int64_t mid = (lo + hi) / 2;
-      if (static_cast<int64_t>(ptr[mid]) + mid < target) lo = mid + 1; else hi = mid;
-    }
-    return lo;
-  };
-  at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
-    for (int64_t c = cb; c < ce; ++c) {
-      const int64_t b = c == 0 ? 0 : row_at(total * c / chunks);
-      const int64_t e = c + 1 == chunks ? n : row_at(total * (c + 1) / chunks);
-      if (b < e) fn(b, e);
-    }
-  });
-}
-
-// <a, b> over n elements in S. Eight independent partial sums let the compiler vectorise the reduction without
-// -ffast-math (it may not reorder a single running sum).
-template <typename S, typename T>
-inline S dot(const T* __restrict a, const T* __restrict b, int64_t n) {
-  S acc[8] = {S(0), S(0), S(0), S(0), S(0), S(0), S(0), S(0)};
-  int64_t c = 0;
-  for (; c + 8 <= n; c += 8) {
-    for (int l = 0; l < 8; ++l) acc[l] += static_cast<S>(a[c + l]) * static_cast<S>(b[c + l]);
-  }
-  for (; c < n; ++c) acc[c & 7] += static_cast<S>(a[c]) * static_cast<S>(b[c]);
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
-// acc[:n] += alpha * x[:n]. __restrict: the accumulator never aliases the input, so the loop vectorises
-// without a run-time overlap check.
-template <typename S, typename T>
-inline void axpy(S* __restrict acc, S alpha, const T* __restrict x, int64_t n) {
-  for (int64_t c = 0; c < n; ++c) acc[c] += alpha * static_cast<S>(x[c]);
-}
-
-// Software prefetch of a gathered row (h[j] or grad_out[i]) a few edges ahead: the gathers are random, so the
-// hardware prefetcher cannot guess them, and one row is too little work to hide a cache miss. Capped so that
-// very wide rows do not flood the cache (the hardware streamer takes over within a row).
-constexpr int64_t kAheadRows = 8;     // edges ahead for [H, C] rows
-constexpr int64_t kAheadScores = 16;  // edges ahead for the small [H] score rows
-inline void prefetch_bytes(const void* p, int64_t bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (int64_t x = 0; x < std::min<int64_t>(bytes, 2048); x += 64) __builtin_prefetch(c + x);
-}
+using namespace cpu;  // gat_cpu_common.h: chunking, checks, dot/axpy, leaky, dropout_m
 
 // Pre-LeakyReLU score of one edge and head, in the reference's order: (s_src + s_dst) + e_score.
 template <typename S, typename T>
@@ -110,24 +41,6 @@ inline S pre_score(const T* s_src_j, const T* s_dst_i, const T* e_edge, int64_t 
   S pre = static_cast<S>(s_src_j[k]) + static_cast<S>(s_dst_i[k]);
   if (e_edge != nullptr) pre += static_cast<S>(e_edge[k]);
   return pre;
-}
-
-// Written with max/min so it compiles branch-free (maxss/minss): the sign of a score is random, and a mispredicted
-// branch per edge and head costs more than the arithmetic. Same value as pre > 0 ? pre : pre * slope (up to the
-// sign of a zero, which exp ignores).
-template <typename S>
-inline S leaky(S pre, S slope) { return std::max(pre, S(0)) + slope * std::min(pre, S(0)); }
-
-// d leaky / d pre, branch-free for the same reason: an indexed load of {slope, 1}.
-template <typename S>
-inline S leaky_grad(S pre, const S (&slope_one)[2]) { return slope_one[pre > S(0)]; }
-
-// Attention dropout of CSR edge `edge`, head k (gat.h): the scale m = keep / (1 - p), i.e. 0 or `keep_scale`.
-// Only called when p > 0, so the p == 0 path makes no hash calls and stays bit-identical.
-template <typename S>
-inline S dropout_m(uint64_t seed, int64_t edge, int64_t heads, int64_t k, float p, S keep_scale) {
-  const uint64_t counter = static_cast<uint64_t>(edge) * static_cast<uint64_t>(heads) + static_cast<uint64_t>(k);
-  return dropout_u(seed, counter) >= p ? keep_scale : S(0);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_fwd_cpu(

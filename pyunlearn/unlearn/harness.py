@@ -1,0 +1,116 @@
+"""The evaluation protocol end to end (image_mu.md §1-2): one seeded split, the original model trained on its
+train part, forget sets drawn from that same train part, every method run from the same original model and
+scored with UA/RA/TA/MIA/RTE and the gap to Retrain on the same forget set.
+
+Nothing is lost on interruption: the original model's training is checkpointed every epoch, and results.json is
+rewritten after every (task, method); a rerun with the same out_dir resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+import torch
+from torch import nn
+
+from pyunlearn.unlearn._common import METHODS, make_config, unlearn
+
+DEMO_TASKS = ("class:3", "random:0.1")
+DEMO_METHODS = ("retrain", "ft", "ga", "rl", "l1_sparse", "salun", "ugradsl")
+
+
+@dataclass
+class Experiment:
+    """What to run. configs: {method: {option: value}} overriding a method's defaults."""
+
+    tasks: tuple[str, ...] = DEMO_TASKS
+    methods: tuple[str, ...] = DEMO_METHODS
+    model: str = "cnn"
+    split_seed: int = 0
+    forget_seed: int = 1
+    init_seed: int = 1
+    seed: int = 0
+    configs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.tasks, self.methods = tuple(self.tasks), tuple(self.methods)
+        if not self.tasks:
+            raise ValueError("tasks must name at least one forget set, e.g. ('class:3',), got none")
+        for m in self.methods:
+            if m not in METHODS:
+                raise ValueError(f"methods must be among {sorted(METHODS)}, got {m!r}")
+        for m, cfg in self.configs.items():
+            make_config(m, **cfg)  # unknown methods/options fail here, before any training
+        if "retrain" not in self.methods:
+            raise ValueError("methods must include 'retrain': Avg. Gap is measured against it")
+        self.methods = ("retrain",) + tuple(m for m in self.methods if m != "retrain")
+
+
+def run(splits, exp: Experiment, out_dir: os.PathLike, *, progress: bool = True, log=print):
+    """Run every (task, method) of `exp` on `splits`; returns pyunlearn.eval.Results (also in out_dir:
+    results.json, results.png, original.pt, experiment.json)."""
+    from pyunlearn.data import select_forget
+    from pyunlearn.eval import Results, evaluate
+    from pyunlearn.train import accuracy, train_original
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_same_experiment(out / "experiment.json", exp, splits)
+    original = _original_model(splits, exp, out, progress, log)
+    log(f"original model: test accuracy {accuracy(original, splits.test):.2f}%")
+
+    results_path = out / "results.json"
+    results = Results.from_json(results_path) if results_path.exists() else Results()
+    for task in exp.tasks:
+        fs = select_forget(splits, task, seed=exp.forget_seed)
+        for method in exp.methods:
+            if method in results.data.get(task, {}):
+                log(f"[{task}] {method}: done in an earlier run, kept")
+                continue
+            model, record = unlearn(original, fs.forget, fs.retain, method, num_classes=splits.num_classes,
+                                    augment=splits.augment, seed=exp.seed, init_seed=exp.init_seed,
+                                    progress=progress, **exp.configs.get(method, {}))
+            metrics = evaluate(model, fs, splits)
+            results.add(task, method, metrics, record.seconds)
+            results.finalize()
+            results.to_json(results_path)
+            log(f"[{task}] {method}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if v is not None)
+                + f", RTE {record.seconds:.1f}s")
+    results.finalize()
+    results.to_json(results_path)
+    results.plot(out / "results.png")
+    return results
+
+
+def _original_model(splits, exp: Experiment, out: Path, progress: bool, log) -> nn.Module:
+    from pyunlearn.models import build_model
+    from pyunlearn.train import train_original
+
+    final = out / "original.pt"
+    if final.exists():
+        model = build_model(exp.model, splits.num_classes, splits.input_shape, seed=exp.init_seed)
+        model.load_state_dict(torch.load(final, weights_only=True))
+        log(f"original model: loaded {final}")
+        return model
+    model = train_original(splits, exp.model, seed=exp.init_seed, checkpoint=out / "original.ckpt",
+                           progress=progress)
+    tmp = final.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, final)
+    (out / "original.ckpt").unlink(missing_ok=True)
+    return model
+
+
+def _check_same_experiment(path: Path, exp: Experiment, splits) -> None:
+    """A rerun into the same folder must describe the same experiment, or resumed rows would mix setups."""
+    desc = {"data": splits.name, "split_seed": splits.split_seed, **asdict(exp)}
+    desc = json.loads(json.dumps(desc))  # tuples -> lists, as stored
+    if path.exists():
+        old = json.loads(path.read_text())
+        keys = ("data", "split_seed", "model", "forget_seed", "init_seed", "seed", "configs")
+        diff = [k for k in keys if old.get(k) != desc.get(k)]
+        if diff:
+            raise ValueError(f"out_dir {path.parent} holds results of a different experiment ({', '.join(diff)} "
+                             f"differ); use another --out or delete it")
+    path.write_text(json.dumps(desc, indent=1))
