@@ -100,7 +100,8 @@ def cmd_unlearn(args) -> int:
     try:
         configs = {args.method: _parse_sets(args.set, args.method)} if args.method in _methods() else {}
         exp = Experiment(tasks=tuple(args.forget), methods=("retrain", args.method), model=args.model,
-                         split_seed=args.split_seed, forget_seed=args.forget_seed, seed=args.seed, configs=configs)
+                         split_seed=args.split_seed, forget_seed=args.forget_seed, seed=args.seed, configs=configs,
+                         prune=args.prune)
     except (ValueError, TypeError) as e:
         print(f"pyunlearn unlearn: {e}", file=sys.stderr)
         return 2
@@ -127,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("info", help="what was compiled (CPU, CUDA + archs, Triton, torch) and the active backend")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_info)
-    p = sub.add_parser("bench", help="micro-benchmarks against the best peers: pyunlearn bench masked_optim|gat --help")
-    p.add_argument("family", help="kernel family: masked_optim | gat")
+    p = sub.add_parser("bench", help="micro-benchmarks against the best peers: "
+                       "pyunlearn bench masked_optim|gat|gatv2 --help")
+    p.add_argument("family", help="kernel family: masked_optim | gat | gatv2")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the family's own options")
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("demo", help="the main job: unlearning on digits, 7 methods x (one class, random 10%%), "
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method option, e.g. --set lr=0.02 --set epochs=5")
     p.add_argument("--model", default="cnn", help="cnn | mlp | resnet18 | resnet20 (default: %(default)s)")
+    p.add_argument("--prune", default=None, metavar="omp|imp|synflow[:RATE]",
+                   help="unlearn a sparse original model (Unlearn-Sparse's prune first, then unlearn), e.g. omp:0.9")
     p.add_argument("--forget-seed", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="shuffling / random labels / noise")
     _common_run_args(p)

@@ -222,7 +222,8 @@ def _postfix(stats: dict) -> str:
 def train_model(model: nn.Module, dataset: Dataset, cfg: TrainConfig | None = None, *,
                 augment: Callable | None = None, seed: int = 1, val: Dataset | None = None,
                 checkpoint: str | os.PathLike | None = None, progress: bool = True, desc: str = "train",
-                callback: Callable[[int, dict], None] | None = None) -> nn.Module:
+                callback: Callable[[int, dict], None] | None = None,
+                epoch_range: tuple[int, int] | None = None) -> nn.Module:
     """Train `model` in place with cross-entropy and SGD(lr, momentum, weight_decay) under cfg's schedule, and
     return it in eval mode.
 
@@ -232,7 +233,9 @@ def train_model(model: nn.Module, dataset: Dataset, cfg: TrainConfig | None = No
     checkpoint: a path, written atomically after every epoch; if it exists on entry, training resumes from it
     (the config, seed, dataset length and augment on/off must match; `epochs` may be larger) and ends
     bit-identical to an uninterrupted run. callback(epoch, stats) runs after each epoch's checkpoint; stats
-    has epoch, lr, loss, train_acc (on augmented batches, train mode) and val_acc when val is given."""
+    has epoch, lr, loss, train_acc (on augmented batches, train mode) and val_acc when val is given.
+    epoch_range (first, stop): run only epochs [first, stop) of cfg's schedule (pruning's rewind-and-retrain);
+    not combinable with checkpoint."""
     cfg = TrainConfig() if cfg is None else cfg
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -245,6 +248,12 @@ def train_model(model: nn.Module, dataset: Dataset, cfg: TrainConfig | None = No
         val = None
     if cfg.select == "best_val" and val is None:
         raise ValueError("cfg.select='best_val' needs a non-empty val dataset, got none")
+    first, stop = (0, cfg.epochs) if epoch_range is None else epoch_range
+    if not 0 <= first <= stop <= cfg.epochs:
+        raise ValueError(f"epoch_range must satisfy 0 <= first <= stop <= cfg.epochs ({cfg.epochs}), got "
+                         f"{epoch_range}")
+    if epoch_range is not None and checkpoint is not None:
+        raise ValueError("epoch_range and checkpoint cannot be combined (a checkpoint resumes a whole schedule)")
     device = _device_of(model)
     loader = make_loader(dataset, cfg.batch_size, shuffle=True, seed=seed)
     aug_gen = torch.Generator().manual_seed(_derived_seed(seed, 1))
@@ -258,10 +267,11 @@ def train_model(model: nn.Module, dataset: Dataset, cfg: TrainConfig | None = No
         rngs = {"shuffle_rng": loader.generator, "augment_rng": aug_gen}
         if path is not None and path.exists():
             start, history, best = _resume(path, fp, cfg, model, opt, rngs, cuda)
-        bar = tqdm(total=cfg.epochs, initial=start, desc=desc, unit="ep", leave=False,
+        start = max(start, first)
+        bar = tqdm(total=stop, initial=start, desc=desc, unit="ep", leave=False,
                    disable=None if progress else True, dynamic_ncols=True)
         try:
-            for epoch in range(start, cfg.epochs):
+            for epoch in range(start, stop):
                 stats = _train_epoch(model, loader, opt, cfg.lr_at(epoch), augment, aug_gen, device)
                 stats = {"epoch": epoch + 1, **stats}
                 if val is not None:
@@ -290,14 +300,34 @@ def train_model(model: nn.Module, dataset: Dataset, cfg: TrainConfig | None = No
 
 def train_original(splits: DataSplits, model_name: str = "cnn", cfg: TrainConfig | None = None, *,
                    seed: int = 1, checkpoint: str | os.PathLike | None = None, progress: bool = True,
-                   train_seed: int | None = None, normalize: tuple | None = None) -> nn.Module:
+                   train_seed: int | None = None, normalize: tuple | None = None, prune: str | None = None,
+                   prune_rate: float = 0.95, rewind_epoch: int | None = None) -> nn.Module:
     """The original model θ_o: build_model(model_name, ..., seed=seed) trained on splits.train with
     splits.augment (validated on splits.val) under cfg (default TrainConfig(), the digits recipe).
 
     seed is the init seed (spec §1.1 train_seed; Retrain re-uses it); shuffling/augmentation use train_seed,
-    which defaults to seed."""
-    if not isinstance(splits, DataSplits):
-        raise TypeError(f"splits must be a DataSplits, got {type(splits).__name__}")
+    which defaults to seed.
+    prune: "omp" | "imp" | "synflow" trains the sparse original θ_o^s of Unlearn-Sparse instead
+    (pyunlearn.unlearn.prune.sparse_original, Conv2d weights, rate prune_rate, rewinding to epoch rewind_epoch,
+    default max(1, epochs // 20): 8 of 182 in the paper); the mask stays in the model, so every unlearning
+    method and Retrain keep it. Not combinable with checkpoint."""
+    if prune is not None:
+        from pyunlearn.unlearn.prune import sparse_original
+
+        if checkpoint is not None:
+            raise ValueError("prune and checkpoint cannot be combined (pruning retrains in segments)")
+        cfg = TrainConfig() if cfg is None else cfg
+        model = build_model(model_name, splits.num_classes, splits.input_shape, seed=seed, normalize=normalize)
+        tseed = seed if train_seed is None else train_seed
+
+        def train_fn(m: nn.Module, first: int, stop: int) -> None:
+            train_model(m, splits.train, cfg, augment=splits.augment, seed=tseed, val=splits.val,
+                        progress=progress, desc=f"original {model_name} ({prune})", epoch_range=(first, stop))
+
+        k = max(1, cfg.epochs // 20) if rewind_epoch is None else rewind_epoch
+        sparse_original(model, train_fn, epochs=cfg.epochs, method=prune, rate=prune_rate, rewind_epoch=k,
+                        input_shape=splits.input_shape)
+        return model.eval()
     model = build_model(model_name, splits.num_classes, splits.input_shape, seed=seed, normalize=normalize)
     return train_model(model, splits.train, cfg, augment=splits.augment,
                        seed=seed if train_seed is None else train_seed, val=splits.val, checkpoint=checkpoint,

@@ -40,7 +40,7 @@ def test_bench_tiny_writes_checked_rows(tmp_path, capsys):
 
 def test_bench_unknown_family(capsys):
     assert cli.main(["bench", "nope"]) == 2
-    assert "family must be one of masked_optim, gat, got 'nope'" in capsys.readouterr().err
+    assert "family must be one of masked_optim, gat, gatv2, got 'nope'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -78,3 +78,12 @@ def test_bench_gat_tiny(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert {"PyG GATConv (eager)", "pyunlearn cpp", "pyunlearn reference"} <= {r["provider"] for r in rows}
     assert {r["case"].split()[-1] for r in rows} == {"forward", "forward+backward"}
+
+
+def test_bench_gatv2_tiny(tmp_path):
+    pytest.importorskip("torch_geometric")
+    out = tmp_path / "gatv2.json"
+    assert cli.main(["bench", "gatv2", "--size", "tiny", "--no-compile", "--reps", "2", "--quiet",
+                     "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {"PyG GATv2Conv (eager)", "pyunlearn cpp", "pyunlearn reference"} <= {r["provider"] for r in rows}

@@ -1,4 +1,5 @@
-"""GAT layer: pyunlearn.nn.GATConv (fused op) vs torch_geometric's GATConv, eager and compiled, same weights.
+"""GAT layer: pyunlearn.nn.GATConv (fused op) vs torch_geometric's GATConv, eager and compiled, same weights
+(`pyunlearn bench gatv2`: the same for GATv2Conv; its bytes add the xr row read per destination).
 
 Providers (each a full layer: projection, attention logits, attention, bias):
   PyG GATConv (eager) / (torch.compile)   the peer; compiled PyG is the one to beat
@@ -15,13 +16,14 @@ projection, read h once more and write out [N, H*C], and per edge one int32 inde
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 
 import pyunlearn
 from pyunlearn.bench._common import Report, Row, bench_main, progress, sync, time_ms
-from pyunlearn.nn import GATConv
-from pyunlearn.reference import gat_fwd_ref
+from pyunlearn.nn import GATConv, GATv2Conv
+from pyunlearn.reference import gat_fwd_ref, gatv2_fwd_ref
 
 SIZES = {  # nodes, degree, in features, heads, channels
     "tiny": dict(n=500, deg=8, fin=32, heads=2, ch=16),
@@ -48,14 +50,18 @@ def fwd_bytes(n, e, fin, hc) -> int:
     return n * fin * 4 + n * hc * 4 * 2 + e * 4 + e * hc * 4
 
 
-def reference_layer(layer: GATConv, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-    """Our GATConv's forward written over the reference twin's plain-torch math (no custom op), so that
-    torch.compile can fuse it: the strongest plain-PyTorch form of the same layer."""
+def reference_layer(layer, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """Our GATConv's / GATv2Conv's forward written over the reference twin's plain-torch math (no custom op), so
+    that torch.compile can fuse it: the strongest plain-PyTorch form of the same layer."""
     heads, ch = layer.heads, layer.out_channels
-    h = layer.lin(x).view(-1, heads, ch)
     g = layer._graph_for(edge_index, x.size(0), x.size(0))
-    out, _, _ = gat_fwd_ref(h, (h * layer.att_src).sum(-1), (h * layer.att_dst).sum(-1), None, g.rowptr, g.col,
-                            g.colptr, g.row_csc, g.csc_to_csr, layer.negative_slope, 0.0, 0, True)
+    graph = (g.rowptr, g.col, g.colptr, g.row_csc, g.csc_to_csr, layer.negative_slope, 0.0, 0, True)
+    if isinstance(layer, GATv2Conv):
+        xl = layer.lin_l(x).view(-1, heads, ch)
+        out, _, _ = gatv2_fwd_ref(xl, layer.lin_r(x).view(-1, heads, ch), layer.att[0], None, *graph)
+    else:
+        h = layer.lin(x).view(-1, heads, ch)
+        out, _, _ = gat_fwd_ref(h, (h * layer.att_src).sum(-1), (h * layer.att_dst).sum(-1), None, *graph)
     return out.reshape(-1, heads * ch) + layer.bias
 
 
@@ -70,32 +76,39 @@ def _peak(device: str, fn) -> float | None:
 
 
 def run(size: str = "cpu", device: str | None = None, compile_peer: bool = True, verbose: bool = True,
-        reps: int = 10) -> Report:
+        reps: int = 10, variant: str = "gat") -> Report:
+    """variant: "gat" (GATConv) or "gatv2" (GATv2Conv)."""
     try:
         from torch_geometric.nn import GATConv as PygGATConv
+        from torch_geometric.nn import GATv2Conv as PygGATv2Conv
     except ImportError as e:
-        raise RuntimeError("pyunlearn bench gat needs torch_geometric (the peer): pip install torch_geometric") from e
+        raise RuntimeError(f"pyunlearn bench {variant} needs torch_geometric (the peer): pip install torch_geometric"
+                           ) from e
+    if variant not in ("gat", "gatv2"):
+        raise ValueError(f"variant must be 'gat' or 'gatv2', got {variant!r}")
+    peer_cls, our_cls = (PygGATConv, GATConv) if variant == "gat" else (PygGATv2Conv, GATv2Conv)
+    pname = peer_cls.__name__
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     d = SIZES[size]
     n, fin, heads, ch = d["n"], d["fin"], d["heads"], d["ch"]
     backends = ["cpp"] + (["triton"] if device.startswith("cuda") and "triton" in pyunlearn.available_backends()
                           else [])
-    report = Report("gat", device if not device.startswith("cuda") else torch.cuda.get_device_name(),
+    report = Report(variant, device if not device.startswith("cuda") else torch.cuda.get_device_name(),
                     meta=dict(size=size, N=n, degree=d["deg"], F=fin, H=heads, C=ch, torch=torch.__version__,
                               threads=torch.get_num_threads()))
     torch.manual_seed(0)
-    peer = PygGATConv(fin, ch, heads=heads, add_self_loops=False).to(device)
-    ours = GATConv(fin, ch, heads=heads, add_self_loops=False).to(device)
+    peer = peer_cls(fin, ch, heads=heads, add_self_loops=False).to(device)
+    ours = our_cls(fin, ch, heads=heads, add_self_loops=False).to(device)
     ours.load_state_dict(peer.state_dict())
     x = torch.randn(n, fin, device=device)
     for kind in ("uniform", "power-law"):
         ei = make_graph(n, d["deg"], kind, device)
         e = ei.size(1)
-        nbytes = fwd_bytes(n, e, fin, heads * ch)
+        nbytes = fwd_bytes(n, e, fin, heads * ch) + (n * heads * ch * 4 * 2 if variant == "gatv2" else 0)
         expected = peer(x, ei).detach()
-        layers = {"PyG GATConv (eager)": (peer, None)}
+        layers = {f"PyG {pname} (eager)": (peer, None)}
         if compile_peer:
-            layers["PyG GATConv (torch.compile)"] = (torch.compile(copy.deepcopy(peer)), None)
+            layers[f"PyG {pname} (torch.compile)"] = (torch.compile(copy.deepcopy(peer)), None)
         layers["pyunlearn reference"] = (ours, "reference")
         if compile_peer:
             ours._graph_for(ei, n, n)  # build the CSR outside the compiled region
@@ -140,8 +153,8 @@ def run(size: str = "cpu", device: str | None = None, compile_peer: bool = True,
     return report
 
 
-def main(argv: list[str] | None = None) -> Report:
-    return bench_main("gat", __doc__, SIZES, run, argv, reps=10)
+def main(argv: list[str] | None = None, variant: str = "gat") -> Report:
+    return bench_main(variant, __doc__, SIZES, functools.partial(run, variant=variant), argv, reps=10)
 
 
 if __name__ == "__main__":

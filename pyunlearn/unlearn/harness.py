@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 import torch
 from torch import nn
 
@@ -22,7 +23,9 @@ DEMO_METHODS = ("retrain", "ft", "ga", "rl", "l1_sparse", "salun", "ugradsl")
 
 @dataclass
 class Experiment:
-    """What to run. configs: {method: {option: value}} overriding a method's defaults."""
+    """What to run. configs: {method: {option: value}} overriding a method's defaults. prune: None (dense) or
+    "omp" | "imp" | "synflow", optionally with a rate ("omp:0.9"; default 0.95): the original model is the
+    sparse θ_o^s of Unlearn-Sparse and every method (Retrain included) runs on it with the mask kept."""
 
     tasks: tuple[str, ...] = DEMO_TASKS
     methods: tuple[str, ...] = DEMO_METHODS
@@ -32,6 +35,7 @@ class Experiment:
     init_seed: int = 1
     seed: int = 0
     configs: dict = field(default_factory=dict)
+    prune: Optional[str] = None
 
     def __post_init__(self):
         self.tasks, self.methods = tuple(self.tasks), tuple(self.methods)
@@ -42,9 +46,25 @@ class Experiment:
                 raise ValueError(f"methods must be among {sorted(METHODS)}, got {m!r}")
         for m, cfg in self.configs.items():
             make_config(m, **cfg)  # unknown methods/options fail here, before any training
+        if self.prune is not None:
+            self.prune_method_rate()
         if "retrain" not in self.methods:
             raise ValueError("methods must include 'retrain': Avg. Gap is measured against it")
         self.methods = ("retrain",) + tuple(m for m in self.methods if m != "retrain")
+
+    def prune_method_rate(self) -> tuple[str, float]:
+        from pyunlearn.unlearn.prune import METHODS as PRUNERS
+
+        name, _, rate = self.prune.partition(":")
+        if name not in PRUNERS:
+            raise ValueError(f"prune must be one of {PRUNERS} with an optional ':rate', got {self.prune!r}")
+        try:
+            value = float(rate) if rate else 0.95
+        except ValueError:
+            raise ValueError(f"prune rate must be a number in [0, 1), got {rate!r} in {self.prune!r}") from None
+        if not 0 <= value < 1:
+            raise ValueError(f"prune rate must be a number in [0, 1), got {value} in {self.prune!r}")
+        return name, value
 
 
 def run(splits, exp: Experiment, out_dir: os.PathLike, *, progress: bool = True, log=print):
@@ -87,14 +107,26 @@ def _original_model(splits, exp: Experiment, out: Path, progress: bool, log) -> 
     from pyunlearn.models import build_model
     from pyunlearn.train import train_original
 
+    from pyunlearn.unlearn import prune
+
     final = out / "original.pt"
     if final.exists():
         model = build_model(exp.model, splits.num_classes, splits.input_shape, seed=exp.init_seed)
-        model.load_state_dict(torch.load(final, weights_only=True))
+        state = torch.load(final, weights_only=True)
+        masks = prune.masks_from_state_dict(state)
+        if masks:
+            prune.apply_masks(model, masks)
+        model.load_state_dict(state)
         log(f"original model: loaded {final}")
         return model
-    model = train_original(splits, exp.model, seed=exp.init_seed, checkpoint=out / "original.ckpt",
-                           progress=progress)
+    if exp.prune is None:
+        model = train_original(splits, exp.model, seed=exp.init_seed, checkpoint=out / "original.ckpt",
+                               progress=progress)
+    else:
+        method, rate = exp.prune_method_rate()
+        model = train_original(splits, exp.model, seed=exp.init_seed, progress=progress, prune=method,
+                               prune_rate=rate)
+        log(f"original model: {method} pruned, sparsity {prune.sparsity(model):.3f}")
     tmp = final.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, final)
@@ -108,7 +140,7 @@ def _check_same_experiment(path: Path, exp: Experiment, splits) -> None:
     desc = json.loads(json.dumps(desc))  # tuples -> lists, as stored
     if path.exists():
         old = json.loads(path.read_text())
-        keys = ("data", "split_seed", "model", "forget_seed", "init_seed", "seed", "configs")
+        keys = ("data", "split_seed", "model", "forget_seed", "init_seed", "seed", "configs", "prune")
         diff = [k for k in keys if old.get(k) != desc.get(k)]
         if diff:
             raise ValueError(f"out_dir {path.parent} holds results of a different experiment ({', '.join(diff)} "

@@ -70,6 +70,20 @@ def test_rerun_with_other_settings_is_refused(digits, tmp_path):
         harness._check_same_experiment(path, Experiment(**other), digits)
 
 
+def test_pruned_original_then_unlearn(digits, tmp_path):
+    """Unlearn-Sparse's prune first, then unlearn: the original is OMP-pruned and every method runs on it."""
+    import torch
+
+    from pyunlearn.unlearn import prune
+
+    harness.run(digits, Experiment(**dict(EXP, prune="omp:0.5")), tmp_path, progress=False, log=lambda *_: None)
+    masks = prune.masks_from_state_dict(torch.load(tmp_path / "original.pt", weights_only=True))
+    kept = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+    assert abs(kept - 0.5) < 0.01
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["class:3"]) == {"retrain", "ft"}
+
+
 def test_experiment_errors():
     with pytest.raises(ValueError, match="must include 'retrain'"):
         Experiment(methods=("ft",))
@@ -77,6 +91,10 @@ def test_experiment_errors():
         Experiment(methods=("retrain", "nope"))
     with pytest.raises(TypeError, match="unknown option"):
         Experiment(configs={"ft": {"lr0": 1}})
+    with pytest.raises(ValueError, match="prune must be one of"):
+        Experiment(prune="magnitude")
+    with pytest.raises(ValueError, match="prune rate must be a number in"):
+        Experiment(prune="omp:1.5")
 
 
 def test_cli_unlearn_builds_the_experiment(tmp_path, capsys, monkeypatch):
