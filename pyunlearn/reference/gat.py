@@ -65,11 +65,17 @@ def _scores(s_src, s_dst, e_score, col, dst):
 def gat_fwd_ref(h: Tensor, s_src: Tensor, s_dst: Tensor, e_score: Optional[Tensor], rowptr: Tensor, col: Tensor,
                 colptr: Tensor, row_csc: Tensor, csc_to_csr: Tensor, negative_slope: float, dropout: float,
                 seed: int, deterministic: bool):
-    n_dst, heads, ch = s_dst.shape[0], h.shape[1], h.shape[2]
-    st = _stat(h)
     col = col.long()
     dst = csr_rows(rowptr, col.numel())
     e = torch.nn.functional.leaky_relu(_scores(s_src, s_dst, e_score, col, dst), negative_slope)
+    return _softmax_aggregate(e, h, col, dst, s_dst.shape[0], dropout, seed)
+
+
+def _softmax_aggregate(e: Tensor, h: Tensor, col: Tensor, dst: Tensor, n_dst: int, dropout: float, seed: int):
+    """The shared tail of both forwards: per-row softmax of the scores e [E, H] (in the statistics dtype), the
+    seeded dropout, out[i] = sum alpha * h[col]; returns (out in h's dtype, row_max, row_denom)."""
+    heads, ch = h.shape[1], h.shape[2]
+    st = _stat(h)
     idx = dst[:, None].expand(-1, heads)
     row_max = torch.full((n_dst, heads), float("-inf"), dtype=st, device=h.device)
     row_max = row_max.scatter_reduce(0, idx, e, "amax", include_self=True)
@@ -151,24 +157,10 @@ def gatv2_attention_ref(xl: Tensor, xr: Tensor, att: Tensor, e_feat: Optional[Te
 def gatv2_fwd_ref(xl: Tensor, xr: Tensor, att: Tensor, e_feat: Optional[Tensor], rowptr: Tensor, col: Tensor,
                   colptr: Tensor, row_csc: Tensor, csc_to_csr: Tensor, negative_slope: float, dropout: float,
                   seed: int, deterministic: bool):
-    n_dst, heads, ch = xr.shape
-    st = _stat(xl)
     col = col.long()
     dst = csr_rows(rowptr, col.numel())
     s = gatv2_scores_ref(xl, xr, att, e_feat, rowptr, col, negative_slope)
-    idx = dst[:, None].expand(-1, heads)
-    row_max = torch.full((n_dst, heads), float("-inf"), dtype=st, device=xl.device)
-    row_max = row_max.scatter_reduce(0, idx, s, "amax", include_self=True)
-    row_max = torch.where(torch.isinf(row_max), torch.zeros_like(row_max), row_max)  # rows without edges
-    w = torch.exp(s - row_max[dst])
-    denom = torch.zeros((n_dst, heads), dtype=st, device=xl.device).index_add_(0, dst, w)
-    alpha = w / denom[dst]
-    m = dropout_scale(seed, dropout, col.numel(), heads, xl.device, st)
-    if m is not None:
-        alpha = alpha * m
-    out = torch.zeros((n_dst, heads, ch), dtype=st, device=xl.device)
-    out.index_add_(0, dst, alpha[..., None] * xl[col].to(st))
-    return out.to(xl.dtype), row_max, denom
+    return _softmax_aggregate(s, xl, col, dst, xr.shape[0], dropout, seed)
 
 
 def gatv2_bwd_ref(grad_out: Tensor, xl: Tensor, xr: Tensor, att: Tensor, e_feat: Optional[Tensor], rowptr: Tensor,

@@ -136,12 +136,17 @@ class GAConfig(SGDConfig):
 
 @register("ga", GAConfig)
 def ga(model: nn.Module, forget, retain, cfg: GAConfig, ctx: Context) -> nn.Module:
+    return _ascend(model, forget, cfg, ctx, "ga", F.cross_entropy)
+
+
+def _ascend(model, forget, cfg: SGDConfig, ctx: Context, desc: str, loss_fn: Callable) -> nn.Module:
+    """Gradient ascent on loss_fn(logits, y) over the forget set (GA, UGradSL)."""
     gen = _generator(ctx)
     opt = make_sgd(model, cfg)
     model.train()
-    for _ in epochs_bar(cfg, ctx, "ga"):
+    for _ in epochs_bar(cfg, ctx, desc):
         for x, y in batches(forget, cfg.batch_size, ctx, gen):
-            _step(opt, -F.cross_entropy(model(x), y))
+            _step(opt, -loss_fn(model(x), y))
     return model
 
 
@@ -250,13 +255,7 @@ class UGradSLConfig(SGDConfig):
 
 @register("ugradsl", UGradSLConfig)
 def ugradsl(model: nn.Module, forget, retain, cfg: UGradSLConfig, ctx: Context) -> nn.Module:
-    gen = _generator(ctx)
-    opt = make_sgd(model, cfg)
-    model.train()
-    for _ in epochs_bar(cfg, ctx, "ugradsl"):
-        for x, y in batches(forget, cfg.batch_size, ctx, gen):
-            _step(opt, -gls_loss(model(x), y, cfg.alpha))
-    return model
+    return _ascend(model, forget, cfg, ctx, "ugradsl", lambda logits, y: gls_loss(logits, y, cfg.alpha))
 
 
 @dataclass
