@@ -100,7 +100,7 @@ def cmd_unlearn(args) -> int:
     try:
         configs = {args.method: _parse_sets(args.set, args.method)} if args.method in _methods() else {}
         exp = Experiment(tasks=tuple(args.forget), methods=("retrain", args.method), model=args.model,
-                         split_seed=args.split_seed, forget_seed=args.forget_seed, seed=args.seed, configs=configs,
+                         forget_seed=args.forget_seed, seed=args.seed, configs=configs,
                          prune=args.prune)
     except (ValueError, TypeError) as e:
         print(f"pyunlearn unlearn: {e}", file=sys.stderr)

@@ -88,7 +88,8 @@ def unlearn(model: nn.Module, forget, retain, method: str, *, num_classes: Optio
 
 
 def _output_width(model: nn.Module, dataset) -> int:
-    x = dataset[0][0]
+    p = next(model.parameters(), None)
+    x = dataset[0][0].to(p.device if p is not None else "cpu")
     was = model.training
     model.eval()
     with torch.no_grad():

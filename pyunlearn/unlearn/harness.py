@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
+
 import torch
 from torch import nn
 
@@ -23,14 +24,13 @@ DEMO_METHODS = ("retrain", "ft", "ga", "rl", "l1_sparse", "salun", "ugradsl")
 
 @dataclass
 class Experiment:
-    """What to run. configs: {method: {option: value}} overriding a method's defaults. prune: None (dense) or
+    """What to run on a DataSplits (whose split seed is part of it). configs: {method: {option: value}} overriding a method's defaults. prune: None (dense) or
     "omp" | "imp" | "synflow", optionally with a rate ("omp:0.9"; default 0.95): the original model is the
     sparse θ_o^s of Unlearn-Sparse and every method (Retrain included) runs on it with the mask kept."""
 
     tasks: tuple[str, ...] = DEMO_TASKS
     methods: tuple[str, ...] = DEMO_METHODS
     model: str = "cnn"
-    split_seed: int = 0
     forget_seed: int = 1
     init_seed: int = 1
     seed: int = 0

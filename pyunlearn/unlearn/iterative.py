@@ -50,15 +50,21 @@ def make_sgd(model: nn.Module, cfg: SGDConfig, masks: Optional[dict] = None) -> 
     return MaskedSGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, masks=masks)
 
 
-def batches(dataset, batch_size: int, ctx: Context, gen: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-    """One shuffled pass over `dataset` with the train augmentation, seeded by `gen`."""
+def batches(dataset, batch_size: int, ctx: Context, gen: torch.Generator,
+            device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    """One shuffled pass over `dataset` with the train augmentation (on the CPU, seeded by `gen`), on `device`."""
     from pyunlearn.data import make_loader
 
     seed = int(torch.randint(0, 2**62, (1,), generator=gen))
     for x, y in make_loader(dataset, batch_size, shuffle=True, seed=seed):
         if ctx.augment is not None:
             x = ctx.augment(x, gen)
-        yield x, y
+        yield x.to(device), y.to(device)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def epochs_bar(cfg: SGDConfig, ctx: Context, desc: str):
@@ -110,11 +116,11 @@ def ft(model: nn.Module, forget, retain, cfg: FTConfig, ctx: Context) -> nn.Modu
 def _descend(model, retain, cfg: SGDConfig, ctx: Context, desc: str,
              penalty: Optional[Callable[[int], Tensor]] = None) -> nn.Module:
     """CE descent on the retain set; penalty(epoch) is added to every batch loss."""
-    gen = _generator(ctx)
+    gen, dev = _generator(ctx), device_of(model)
     opt = make_sgd(model, cfg)
     model.train()
     for epoch in epochs_bar(cfg, ctx, desc):
-        for x, y in batches(retain, cfg.batch_size, ctx, gen):
+        for x, y in batches(retain, cfg.batch_size, ctx, gen, dev):
             loss = F.cross_entropy(model(x), y)
             if penalty is not None:
                 loss = loss + penalty(epoch)
@@ -141,11 +147,11 @@ def ga(model: nn.Module, forget, retain, cfg: GAConfig, ctx: Context) -> nn.Modu
 
 def _ascend(model, forget, cfg: SGDConfig, ctx: Context, desc: str, loss_fn: Callable) -> nn.Module:
     """Gradient ascent on loss_fn(logits, y) over the forget set (GA, UGradSL)."""
-    gen = _generator(ctx)
+    gen, dev = _generator(ctx), device_of(model)
     opt = make_sgd(model, cfg)
     model.train()
     for _ in epochs_bar(cfg, ctx, desc):
-        for x, y in batches(forget, cfg.batch_size, ctx, gen):
+        for x, y in batches(forget, cfg.batch_size, ctx, gen, dev):
             _step(opt, -loss_fn(model(x), y))
     return model
 
@@ -169,19 +175,19 @@ class RLConfig(SGDConfig):
 
 def random_label_epochs(model: nn.Module, forget, retain, cfg: RLConfig, ctx: Context, opt, desc: str) -> None:
     """RL's training loop (shared with SalUn, which passes a masked optimizer)."""
-    gen = _generator(ctx)
+    gen, dev = _generator(ctx), device_of(model)
     model.train()
     k = ctx.num_classes
     for _ in epochs_bar(cfg, ctx, desc):
         if cfg.schedule == "sequential":
-            for x, _y in batches(forget, cfg.batch_size, ctx, gen):
-                _step(opt, F.cross_entropy(model(x), torch.randint(0, k, (x.shape[0],), generator=gen)))
-            for x, y in batches(retain, cfg.batch_size, ctx, gen):
+            for x, _y in batches(forget, cfg.batch_size, ctx, gen, dev):
+                _step(opt, F.cross_entropy(model(x), torch.randint(0, k, (x.shape[0],), generator=gen).to(dev)))
+            for x, y in batches(retain, cfg.batch_size, ctx, gen, dev):
                 _step(opt, F.cross_entropy(model(x), y))
         else:
             relabelled = _Relabelled(forget, torch.randint(0, k, (len(forget),), generator=gen))
             both = torch.utils.data.ConcatDataset([relabelled, retain])
-            for x, y in batches(both, cfg.batch_size, ctx, gen):
+            for x, y in batches(both, cfg.batch_size, ctx, gen, dev):
                 _step(opt, F.cross_entropy(model(x), y))
 
 
@@ -276,12 +282,12 @@ class UGradSLPlusConfig(UGradSLConfig):
 
 @register("ugradsl_plus", UGradSLPlusConfig)
 def ugradsl_plus(model: nn.Module, forget, retain, cfg: UGradSLPlusConfig, ctx: Context) -> nn.Module:
-    gen = _generator(ctx)
+    gen, dev = _generator(ctx), device_of(model)
     opt = make_sgd(model, cfg)
     model.train()
     for _ in epochs_bar(cfg, ctx, "ugradsl_plus"):
-        forget_batches = _cycle(lambda: batches(forget, cfg.batch_size, ctx, gen))
-        for xr, yr in batches(retain, cfg.batch_size, ctx, gen):
+        forget_batches = _cycle(lambda: batches(forget, cfg.batch_size, ctx, gen, dev))
+        for xr, yr in batches(retain, cfg.batch_size, ctx, gen, dev):
             xf, yf = next(forget_batches)
             loss = cfg.beta * F.cross_entropy(model(xr), yr) - (1 - cfg.beta) * gls_loss(model(xf), yf, cfg.alpha)
             _step(opt, loss)

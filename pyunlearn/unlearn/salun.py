@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pyunlearn.unlearn._common import Context, register
-from pyunlearn.unlearn.iterative import RLConfig, batches, make_sgd, random_label_epochs
+from pyunlearn.unlearn.iterative import RLConfig, batches, device_of, make_sgd, random_label_epochs
 
 
 @dataclass
@@ -43,13 +43,13 @@ def saliency_masks(model: nn.Module, forget, ratio: float, ctx: Context, batch_s
     was = model.training
     model.eval()
     gen = torch.Generator().manual_seed(ctx.seed)
-    for x, y in batches(forget, batch_size, ctx, gen):
+    for x, y in batches(forget, batch_size, ctx, gen, device_of(model)):
         g = torch.autograd.grad(-F.cross_entropy(model(x), y), params)
         torch._foreach_add_(grads, g)
     model.train(was)
     flat = torch.cat([g.abs().flatten() for g in grads])
     keep = int(ratio * flat.numel())
-    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     chosen[torch.topk(flat, keep, sorted=False).indices] = True
     masks, offset = {}, 0
     for p in params:
