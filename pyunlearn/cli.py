@@ -79,7 +79,12 @@ def _run(exp, args) -> int:
     splits = _load_data(args.data, args.split_seed)
     results = harness.run(splits, exp, args.out, progress=not args.no_progress)
     print()
+    if exp.seeds > 1:
+        print(f"means over {exp.seeds} seeds")
     print(results.table())
+    if exp.seeds > 1:
+        print()
+        print(harness.spread_table(args.out))
     print(f"\nwritten: {args.out}/results.json, {args.out}/results.png")
     return 0
 
@@ -90,7 +95,7 @@ def cmd_demo(args) -> int:
     from pyunlearn.unlearn.harness import DEMO_METHODS, Experiment
 
     methods = ("retrain", "ft", "salun") if args.quick else DEMO_METHODS
-    exp = Experiment(tasks=("class:3", "random:0.1"), methods=methods, model="cnn")
+    exp = Experiment(tasks=("class:3", "random:0.1"), methods=methods, model="cnn", seeds=args.seeds)
     return _run(exp, args)
 
 
@@ -101,7 +106,7 @@ def cmd_unlearn(args) -> int:
         configs = {args.method: _parse_sets(args.set, args.method)} if args.method in _methods() else {}
         exp = Experiment(tasks=tuple(args.forget), methods=("retrain", args.method), model=args.model,
                          forget_seed=args.forget_seed, seed=args.seed, configs=configs,
-                         prune=args.prune)
+                         prune=args.prune, seeds=args.seeds)
     except (ValueError, TypeError) as e:
         print(f"pyunlearn unlearn: {e}", file=sys.stderr)
         return 2
@@ -114,7 +119,9 @@ def _methods() -> list[str]:
     return sorted(METHODS)
 
 
-def _common_run_args(p) -> None:
+def _common_run_args(p, seeds: int) -> None:
+    p.add_argument("--seeds", type=int, default=seeds, help="repeats with other forget-set/unlearning seeds; "
+                   "the table shows means, runs.json every seed (default: %(default)s)")
     p.add_argument("--out", default="pyunlearn_out", help="folder for results.json, results.png and checkpoints; "
                    "rerunning into it resumes (default: %(default)s)")
     p.add_argument("--data", default="digits", help="dataset (default: %(default)s, bundled with scikit-learn)")
@@ -136,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="the main job: unlearning on digits, 7 methods x (one class, random 10%%), "
                        "table + results.json + figure")
     p.add_argument("--quick", action="store_true", help="only Retrain, FT and SalUn")
-    _common_run_args(p)
+    _common_run_args(p, seeds=3)
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("unlearn", help="one method against Retrain: pyunlearn unlearn --method salun --forget class:3")
     p.add_argument("--method", required=True, help="retrain | ft | ga | rl | iu | ff | l1_sparse | salun | ugradsl | "
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="unlearn a sparse original model (Unlearn-Sparse's prune first, then unlearn), e.g. omp:0.9")
     p.add_argument("--forget-seed", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="shuffling / random labels / noise")
-    _common_run_args(p)
+    _common_run_args(p, seeds=1)
     p.set_defaults(fn=cmd_unlearn)
     args = ap.parse_args(argv)
     return args.fn(args)

@@ -49,6 +49,8 @@ def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
+    assert all(len(per_seed) == 3 for task in json.loads((out / "runs.json").read_text()).values()
+               for per_seed in task.values())
     assert set(results) == {"class:3", "random:0.1"}
     for task in results.values():
         assert set(task) == {"retrain", "ft", "salun"}

@@ -2,13 +2,15 @@
 train part, forget sets drawn from that same train part, every method run from the same original model and
 scored with UA/RA/TA/MIA/RTE and the gap to Retrain on the same forget set.
 
-Nothing is lost on interruption: the original model's training is checkpointed every epoch, and results.json is
-rewritten after every (task, method); a rerun with the same out_dir resumes where it stopped."""
+Nothing is lost on interruption: the original model's training is checkpointed every epoch, every (task, method,
+seed) lands in runs.json as it finishes, and results.json (the means over seeds) after every (task, method); a
+rerun with the same out_dir resumes where it stopped."""
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -36,9 +38,13 @@ class Experiment:
     seed: int = 0
     configs: dict = field(default_factory=dict)
     prune: Optional[str] = None
+    seeds: int = 1  # repeats s = 0..seeds-1: forget set drawn with forget_seed + s, method randomness seed + s
+
 
     def __post_init__(self):
         self.tasks, self.methods = tuple(self.tasks), tuple(self.methods)
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds must be an int >= 1, got {self.seeds!r}")
         if not self.tasks:
             raise ValueError("tasks must name at least one forget set, e.g. ('class:3',), got none")
         for m in self.methods:
@@ -68,8 +74,9 @@ class Experiment:
 
 
 def run(splits, exp: Experiment, out_dir: os.PathLike, *, progress: bool = True, log=print):
-    """Run every (task, method) of `exp` on `splits`; returns pyunlearn.eval.Results (also in out_dir:
-    results.json, results.png, original.pt, experiment.json)."""
+    """Run every (task, method, seed) of `exp` on `splits`; returns pyunlearn.eval.Results of the means over the
+    seeds (Avg. Gap between the means; also in out_dir: results.json, runs.json with every seed's metrics,
+    results.png, original.pt, experiment.json)."""
     from pyunlearn.data import select_forget
     from pyunlearn.eval import Results, evaluate
     from pyunlearn.train import accuracy, train_original
@@ -80,27 +87,64 @@ def run(splits, exp: Experiment, out_dir: os.PathLike, *, progress: bool = True,
     original = _original_model(splits, exp, out, progress, log)
     log(f"original model: test accuracy {accuracy(original, splits.test):.2f}%")
 
-    results_path = out / "results.json"
+    results_path, runs_path = out / "results.json", out / "runs.json"
     results = Results.from_json(results_path) if results_path.exists() else Results()
+    runs = json.loads(runs_path.read_text()) if runs_path.exists() else {}
     for task in exp.tasks:
-        fs = select_forget(splits, task, seed=exp.forget_seed)
+        forget_sets = {}
         for method in exp.methods:
             if method in results.data.get(task, {}):
                 log(f"[{task}] {method}: done in an earlier run, kept")
                 continue
-            model, record = unlearn(original, fs.forget, fs.retain, method, num_classes=splits.num_classes,
-                                    augment=splits.augment, seed=exp.seed, init_seed=exp.init_seed,
-                                    progress=progress, **exp.configs.get(method, {}))
-            metrics = evaluate(model, fs, splits)
-            results.add(task, method, metrics, record.seconds)
+            done = runs.setdefault(task, {}).setdefault(method, {})
+            for s in range(exp.seeds):
+                if str(s) in done:
+                    continue
+                if s not in forget_sets:
+                    forget_sets[s] = select_forget(splits, task, seed=exp.forget_seed + s)
+                fs = forget_sets[s]
+                model, record = unlearn(original, fs.forget, fs.retain, method, num_classes=splits.num_classes,
+                                        augment=splits.augment, seed=exp.seed + s, init_seed=exp.init_seed,
+                                        progress=progress, **exp.configs.get(method, {}))
+                metrics = {k: v for k, v in evaluate(model, fs, splits).items() if v is not None}
+                done[str(s)] = {**metrics, "RTE": record.seconds}
+                _write_json(runs_path, runs)
+                log(f"[{task}] {method}" + (f" seed {s}" if exp.seeds > 1 else "") + ": "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f", RTE {record.seconds:.1f}s")
+            mean = {k: sum(r[k] for r in done.values()) / len(done) for k in ("UA", "RA", "TA", "MIA", "RTE")}
+            results.add(task, method, mean, mean["RTE"])
             results.finalize()
             results.to_json(results_path)
-            log(f"[{task}] {method}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if v is not None)
-                + f", RTE {record.seconds:.1f}s")
     results.finalize()
     results.to_json(results_path)
     results.plot(out / "results.png")
     return results
+
+
+def spread(out_dir: os.PathLike) -> dict:
+    """{task: {method: {metric: standard deviation over the seeds}}} from out_dir/runs.json (0 for one seed)."""
+    runs = json.loads((Path(out_dir) / "runs.json").read_text())
+    metrics = ("UA", "RA", "TA", "MIA")
+    return {task: {method: {k: statistics.pstdev(r[k] for r in per_seed.values()) for k in metrics}
+                   for method, per_seed in methods.items() if per_seed}
+            for task, methods in runs.items()}
+
+
+def spread_table(out_dir: os.PathLike) -> str:
+    """The standard deviations over seeds as a text table, one block per task."""
+    lines = []
+    for task, methods in spread(out_dir).items():
+        lines += [f"task: {task} (standard deviation over seeds)",
+                  f"{'method':<14}" + "".join(f"{k:>9}" for k in ("UA", "RA", "TA", "MIA"))]
+        lines += [f"{m:<14}" + "".join(f"{v:9.2f}" for v in sd.values()) for m, sd in methods.items()]
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
 
 
 def _original_model(splits, exp: Experiment, out: Path, progress: bool, log) -> nn.Module:
@@ -140,7 +184,7 @@ def _check_same_experiment(path: Path, exp: Experiment, splits) -> None:
     desc = json.loads(json.dumps(desc))  # tuples -> lists, as stored
     if path.exists():
         old = json.loads(path.read_text())
-        keys = ("data", "split_seed", "model", "forget_seed", "init_seed", "seed", "configs", "prune")
+        keys = ("data", "split_seed", "model", "forget_seed", "init_seed", "seed", "configs", "prune", "seeds")
         diff = [k for k in keys if old.get(k) != desc.get(k)]
         if diff:
             raise ValueError(f"out_dir {path.parent} holds results of a different experiment ({', '.join(diff)} "

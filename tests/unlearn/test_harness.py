@@ -61,6 +61,21 @@ def test_interrupted_run_resumes_to_identical_metrics(digits, tmp_path, monkeypa
     assert _metrics(resumed) == _metrics(reference)
 
 
+def test_seeds_are_averaged_and_kept(digits, tmp_path):
+    exp = Experiment(**dict(EXP, tasks=("random:0.1",), seeds=2))
+    harness.run(digits, exp, tmp_path, progress=False, log=lambda *_: None)
+    runs = json.loads((tmp_path / "runs.json").read_text())["random:0.1"]
+    results = json.loads((tmp_path / "results.json").read_text())["random:0.1"]
+    for method in ("retrain", "ft"):
+        assert set(runs[method]) == {"0", "1"}
+        for k in ("UA", "RA", "TA", "MIA"):
+            assert results[method][k] == pytest.approx((runs[method]["0"][k] + runs[method]["1"][k]) / 2, abs=1e-4)
+    assert runs["ft"]["0"] != runs["ft"]["1"]  # another forget set and another shuffle
+    sd = harness.spread(tmp_path)["random:0.1"]["ft"]
+    assert set(sd) == {"UA", "RA", "TA", "MIA"} and all(v >= 0 for v in sd.values())
+    assert "standard deviation over seeds" in harness.spread_table(tmp_path)
+
+
 def test_rerun_with_other_settings_is_refused(digits, tmp_path):
     path = tmp_path / "experiment.json"
     harness._check_same_experiment(path, Experiment(**EXP), digits)
@@ -95,6 +110,8 @@ def test_experiment_errors():
         Experiment(prune="magnitude")
     with pytest.raises(ValueError, match="prune rate must be a number in"):
         Experiment(prune="omp:1.5")
+    with pytest.raises(ValueError, match="seeds must be an int >= 1"):
+        Experiment(seeds=0)
 
 
 def test_cli_unlearn_builds_the_experiment(tmp_path, capsys, monkeypatch):
@@ -115,7 +132,7 @@ def test_cli_unlearn_builds_the_experiment(tmp_path, capsys, monkeypatch):
     exp = seen["exp"]
     assert exp.tasks == ("class:3", "random:0.1") and exp.methods == ("retrain", "ga")
     assert exp.configs == {"ga": {"epochs": 1, "lr": 0.002}}
-    assert seen["progress"] is False and seen["data"] == "digits"
+    assert seen["progress"] is False and seen["data"] == "digits" and exp.seeds == 1
     assert "retrain" in capsys.readouterr().out
 
 
