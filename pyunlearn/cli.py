@@ -1,4 +1,4 @@
-"""`pyunlearn info | bench <family> | demo | unlearn`."""
+"""`pyunlearn demo | unlearn | forget-vector | worst-case | dp4tl | info | bench <family>`."""
 
 from __future__ import annotations
 
@@ -159,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="shuffling / random labels / noise")
     _common_run_args(p, seeds=1)
     p.set_defaults(fn=cmd_unlearn)
+    from pyunlearn.transfer import add_cli as dp4tl_cli
+    from pyunlearn.unlearn.forget_vector import add_cli as forget_vector_cli
+    from pyunlearn.unlearn.worst_case import add_cli as worst_case_cli
+
+    for add in (forget_vector_cli, worst_case_cli, dp4tl_cli):  # forget-vector, worst-case, dp4tl
+        add(sub)
     args = ap.parse_args(argv)
     return args.fn(args)
 
