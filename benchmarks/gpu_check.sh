@@ -25,7 +25,8 @@ python3 -m pytest -q -x -m "not slow" -p no:cacheprovider tests 2>&1 | tail -25 
 step "compute-sanitizer memcheck on the op tests (cpp backend, CUDA kernels)"
 if command -v compute-sanitizer >/dev/null; then
   compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m pytest -q -x -p no:cacheprovider \
-    tests/ops/test_masked_optim.py tests/ops/test_gat.py tests/ops/test_gatv2.py -k "cpp and (mask_forms or shapes or reference)" 2>&1 \
+    tests/ops/test_masked_optim.py tests/ops/test_gat.py tests/ops/test_gatv2.py \
+    tests/ops/test_zo_ops.py -k "cpp and (mask_forms or shapes or reference)" 2>&1 \
     | tail -15 | tee -a "$log"
 else
   echo "compute-sanitizer not found" | tee -a "$log"
@@ -39,4 +40,6 @@ step "benchmark gat (gpu size)"
 step "benchmark gatv2 (gpu size)"
 (cd /tmp && python3 -m pyunlearn.cli bench gatv2 --size gpu --json "$OUT/gatv2_h200.json") 2>&1 | tee -a "$log" \
   | tail -30
+step "benchmark zo (gpu size; TF32 off, compiled vmap takes ~1 min)"
+(cd /tmp && python3 -m pyunlearn.cli bench zo --size gpu --json "$OUT/zo_h200.json") 2>&1 | tee -a "$log" | tail -30
 step "done"

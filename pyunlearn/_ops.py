@@ -147,3 +147,41 @@ def _gatv2_bwd_fake(grad_out, xl, xr, att, e_feat, rowptr, col, colptr, row_csc,
                     row_denom, negative_slope, dropout, seed, deterministic):
     g_e = e_feat.new_empty(e_feat.shape) if e_feat is not None else xl.new_empty((0,))
     return torch.empty_like(xl), torch.empty_like(xr), torch.empty_like(att), g_e
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Seeded ZO directions, generated in-kernel and never stored (docs/zo_ops.md; twin: pyunlearn/reference/zo.py).
+# z(seed, k, j) for direction k >= 0 and element j >= 0 of the flat parameter space (tensors of a list are
+# consecutive segments from `offset`; element j of a tensor is its row-major flat index):
+#   Philox4x32-10, key = (seed & 0xffffffff, seed >> 32) (the int64 `seed` is read as its uint64 bit pattern),
+#   counter = (g & 0xffffffff, g >> 32, k & 0xffffffff, k >> 32) with g = j >> 2 -> words x0..x3; element j owns
+#   x[j & 3] (its raw bits). dist "rademacher": z = -1 if bit 31 of x[j & 3] is set, else +1 (exact).
+#   dist "gaussian": Box-Muller in fp32 on (x0, x1) for elements 4g, 4g+1 and (x2, x3) for 4g+2, 4g+3:
+#   u = ((a >> 8) + 1) * 2^-24, v = (b >> 8) * 2^-24, r = sqrt(-2 log u), t = float32(2 pi) * v,
+#   z = r cos t (even j), r sin t (odd j). Raw words are bit-identical on every backend; Gaussian values differ by
+#   the libm/CUDA/Triton ulps of log, cos and sin only. z is fp32 whatever the tensor dtype.
+# ---------------------------------------------------------------------------------------------------------------
+
+# In place: t += scale * sum_{k < len(coeffs)} coeffs[k] * z(seed, direction0 + k, j) for every element of every
+# tensor, accumulated in fp32 (fp64 for fp64 tensors) as acc = 0; acc += c_k z_k (k ascending); t = t + scale * acc.
+# tensors: one dtype (fp16/bf16/fp32/fp64) and device; coeffs: 1-D fp32/fp64 on that device (read in-kernel,
+# no host sync); dist: "gaussian" | "rademacher"; offset >= 0; direction0 >= 0.
+LIB.define(
+    "zo_accumulate(Tensor(a!)[] tensors, Tensor coeffs, int seed, int direction0, float scale, str dist, "
+    "int offset) -> ()"
+)
+
+
+@torch.library.register_fake("pyunlearn::zo_accumulate")
+def _zo_accumulate_fake(tensors, coeffs, seed, direction0, scale, dist, offset) -> None:
+    return None
+
+
+# In place: out[i] = the raw Philox word of element offset + i of direction `direction` (int64 out holding
+# uint32 values, row-major). For tests of bit-identity across backends and for users who need the bits.
+LIB.define("zo_philox_bits(Tensor(a!) out, int seed, int direction, int offset) -> ()")
+
+
+@torch.library.register_fake("pyunlearn::zo_philox_bits")
+def _zo_philox_bits_fake(out, seed, direction, offset) -> None:
+    return None

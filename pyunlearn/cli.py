@@ -1,4 +1,4 @@
-"""`pyunlearn demo | unlearn | forget-vector | worst-case | dp4tl | info | bench <family>`."""
+"""`pyunlearn demo | unlearn | forget-vector | worst-case | dp4tl | llm | zo | mesh | info | bench <family>`."""
 
 from __future__ import annotations
 
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_info)
     p = sub.add_parser("bench", help="micro-benchmarks against the best peers: "
-                       "pyunlearn bench masked_optim|gat|gatv2 --help")
-    p.add_argument("family", help="kernel family: masked_optim | gat | gatv2")
+                       "pyunlearn bench masked_optim|gat|gatv2|zo --help")
+    p.add_argument("family", help="kernel family: masked_optim | gat | gatv2 | zo")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the family's own options")
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("demo", help="the main job: unlearning on digits, 7 methods x (one class, random 10%%), "
@@ -159,11 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="shuffling / random labels / noise")
     _common_run_args(p, seeds=1)
     p.set_defaults(fn=cmd_unlearn)
+    from pyunlearn.mesh._cli import add_cli as mesh_cli
     from pyunlearn.transfer import add_cli as dp4tl_cli
     from pyunlearn.unlearn.forget_vector import add_cli as forget_vector_cli
+    from pyunlearn.unlearn.llm.pipeline import add_cli as llm_cli
     from pyunlearn.unlearn.worst_case import add_cli as worst_case_cli
+    from pyunlearn.zo._cli import add_cli as zo_cli
 
-    for add in (forget_vector_cli, worst_case_cli, dp4tl_cli):  # forget-vector, worst-case, dp4tl
+    for add in (forget_vector_cli, worst_case_cli, dp4tl_cli, llm_cli, zo_cli, mesh_cli):
         add(sub)
     args = ap.parse_args(argv)
     return args.fn(args)

@@ -16,7 +16,7 @@ def test_info_json(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["cpu"] is True and info["backend"] == "cpp"
     assert set(info["ops"]) == {"masked_sgd_step", "masked_adamw_step", "masked_sophia_step", "gat_fwd", "gat_bwd",
-                                "gatv2_fwd", "gatv2_bwd"}
+                                "gatv2_fwd", "gatv2_bwd", "zo_accumulate", "zo_philox_bits"}
     assert "cpp" in info["available_backends"]
 
 
@@ -40,7 +40,7 @@ def test_bench_tiny_writes_checked_rows(tmp_path, capsys):
 
 def test_bench_unknown_family(capsys):
     assert cli.main(["bench", "nope"]) == 2
-    assert "family must be one of masked_optim, gat, gatv2, got 'nope'" in capsys.readouterr().err
+    assert "family must be one of masked_optim, gat, gatv2, zo, got 'nope'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -1,3 +1,3 @@
 """Micro-benchmarks of each kernel family against the best peers (`pyunlearn bench <family>`)."""
 
-FAMILIES = ("masked_optim", "gat", "gatv2")
+FAMILIES = ("masked_optim", "gat", "gatv2", "zo")

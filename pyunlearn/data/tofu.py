@@ -445,6 +445,9 @@ class QADataset(torch.utils.data.Dataset):
     Items are unpadded; pass `collate_fn=dataset.collate` to a DataLoader (it pads right to the batch maximum)."""
 
     def __init__(self, pairs: list[dict], tokenizer, max_length: int = 64, answer_key: str = "answer"):
+        if getattr(tokenizer, "pad_token_id", None) is None:
+            raise ValueError("tokenizer has no pad token (Llama ships without one, spec §5 G4); set one explicitly, "
+                             "e.g. tokenizer.pad_token = tokenizer.eos_token (TOFU's choice; masks come from lengths)")
         self.pairs = list(pairs)
         self.tokenizer = tokenizer
         self.max_length = max_length

@@ -6,6 +6,7 @@ Model helpers work on tokenizer-free batches ``(input_ids [N, T], labels [N, T],
 TOFU: `truth_ratio`, `tofu_probability`, `truth_ratio_forget_score`, `truth_ratio_utility_score`,
 `forget_quality` (KS p-value), `rouge_l_recall`, `model_utility` (harmonic mean of 9 values).
 MUSE: `verbmem`, `knowmem` (ROUGE-L F1), `min_k_percent_scores`, `mia_auc`, `privleak`.
+Over a model and a TOFU-like corpus: `qa_logprobs`, `qa_answer_token_logprobs`, `evaluate_tofu` (all of the above).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from pyunlearn.unlearn.llm.losses import IGNORE_INDEX, sequence_logprob
 __all__ = [
     "KNOWMEM_STOP",
     "MUSE_RETRAIN_AUC",
+    "TRUTH_RATIO_FORMS",
     "answer_logprob",
+    "evaluate_tofu",
     "forget_quality",
     "generate_answers",
     "knowmem",
@@ -32,6 +35,8 @@ __all__ = [
     "min_k_percent_scores",
     "model_utility",
     "privleak",
+    "qa_answer_token_logprobs",
+    "qa_logprobs",
     "rouge_l_f1",
     "rouge_l_recall",
     "tofu_probability",
@@ -319,3 +324,181 @@ def privleak(auc_model: float, auc_retrain: float) -> float:
     if auc_retrain == 0:
         raise ValueError("auc_retrain must be > 0 (it is the denominator)")
     return float((auc_model - auc_retrain) / auc_retrain * 100.0)
+
+
+# ----------------------------------------------------------------------------------------------- a model on a corpus
+TRUTH_RATIO_FORMS = ("tofu", "answer")
+UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
+
+
+def _require_pad(tokenizer: Any) -> None:
+    if getattr(tokenizer, "pad_token_id", None) is None:
+        raise ValueError("tokenizer has no pad token (Llama tokenizers ship without one, spec §5 G4); set one "
+                         "explicitly, e.g. tokenizer.pad_token = tokenizer.eos_token (TOFU's choice; masks are "
+                         "built from lengths, never from ids == pad)")
+
+
+@torch.no_grad()
+def qa_logprobs(model: torch.nn.Module, tokenizer: Any, questions: Sequence[str], answers: Sequence[str], *,
+                mean: bool = True, max_length: int = 128, batch_size: int = 16) -> Tensor:
+    """log π(answer | prompt(question)) per pair under the QA template of `pyunlearn.data.tofu` (answer tokens + EOS
+    supervised), [N] float32; mean=True gives log p̄ (TOFU, §3.1)."""
+    from pyunlearn.data.tofu import collate_qa, encode_qa
+
+    questions, answers = _check_texts(questions, "questions"), _check_texts(answers, "answers")
+    if len(questions) != len(answers):
+        raise ValueError(f"questions ({len(questions)}) and answers ({len(answers)}) must have the same length")
+    if not questions:
+        raise ValueError("questions is empty")
+    _require_pad(tokenizer)
+    items = [encode_qa(tokenizer, q, a, max_length) for q, a in zip(questions, answers)]
+    out = []
+    for s in range(0, len(items), batch_size):  # collate per chunk: padding to the chunk's longest row only
+        b = collate_qa(items[s:s + batch_size], tokenizer.pad_token_id)
+        out.append(answer_logprob(model, b["input_ids"], b["labels"], b["attention_mask"], mean=mean,
+                                  batch_size=batch_size))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def qa_answer_token_logprobs(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[str, Any]], *,
+                             max_length: int = 128, batch_size: int = 16) -> list[Tensor]:
+    """Per-token log p of each row's answer tokens (QA template), for Min-K% membership scores."""
+    from pyunlearn.data.tofu import collate_qa, encode_qa
+
+    _require_pad(tokenizer)
+    items = [encode_qa(tokenizer, r["question"], r["answer"], max_length) for r in rows]
+    out: list[Tensor] = []
+    for s in range(0, len(items), batch_size):
+        b = collate_qa(items[s:s + batch_size], tokenizer.pad_token_id)
+        out.extend(token_logprobs(model, b["input_ids"], b["labels"], b["attention_mask"], batch_size=batch_size))
+    return out
+
+
+def _truth_ratio_rows(model, tokenizer, rows, form: str, batch_size: int) -> tuple[np.ndarray, np.ndarray,
+                                                                                   np.ndarray]:
+    """(TR [N], log p̄(answer) [N], log p̄(perturbed) [N, J]) for TOFU rows. Author rows: form "tofu" compares the
+    paraphrased answer with `perturbed_answers` (§3.1); form "answer" compares the trained answer with
+    `perturbed_original_answers`. Rows without a paraphrase split (background) always use answer vs perturbed."""
+    qs = [r["question"] for r in rows]
+    ans = qa_logprobs(model, tokenizer, qs, [r["answer"] for r in rows], batch_size=batch_size).numpy()
+    author = all("perturbed_original_answers" in r for r in rows)
+    if author and form == "answer":
+        base, pert_key = ans, "perturbed_original_answers"
+    else:
+        base_key = "paraphrased_answer" if author else "answer"
+        base = ans if base_key == "answer" else qa_logprobs(
+            model, tokenizer, qs, [r[base_key] for r in rows], batch_size=batch_size).numpy()
+        pert_key = "perturbed_answers"
+    J = len(rows[0][pert_key])
+    if any(len(r[pert_key]) != J for r in rows):
+        raise ValueError(f"every row must have the same number of {pert_key}")
+    flat_q = [r["question"] for r in rows for _ in range(J)]
+    flat_a = [a for r in rows for a in r[pert_key]]
+    pert = qa_logprobs(model, tokenizer, flat_q, flat_a, batch_size=batch_size).numpy().reshape(len(rows), J)
+    return truth_ratio(base, pert), ans, pert
+
+
+def _verbmem_prompts(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """MUSE VerbMem on QA rows: the prompt plus the first half of the answer's words; the gt is the rest."""
+    from pyunlearn.data.tofu import format_prompt
+
+    prompts, gts = [], []
+    for r in rows:
+        words = r["answer"].split()
+        cut = max(1, len(words) // 2)
+        prompts.append(format_prompt(r["question"]) + " " + " ".join(words[:cut]))
+        gts.append(" ".join(words[cut:]) or words[-1])
+    return prompts, gts
+
+
+def evaluate_tofu(model: torch.nn.Module, tokenizer: Any, corpus: Any, forget_split: str = "forget05", *,
+                  reference_model: torch.nn.Module | None = None, reference: Mapping[str, Any] | None = None,
+                  retain_split: str = "retain_perturbed", holdout_split: str = "holdout",
+                  truth_ratio_form: str = "tofu", max_new_tokens: int = 48, mink: float = 0.4,
+                  batch_size: int = 16) -> dict[str, Any]:
+    """TOFU (§3.1) and MUSE-style (§3.2) metrics of `model` on a TOFU-like corpus (`pyunlearn.data.tofu.TofuLike`,
+    or anything with `.split(name) -> rows`).
+
+    Forget quality = KS p-value between this model's forget-set truth ratios and the retain-only reference
+    model's on the same items; PrivLeak = Min-K% AUC (forget vs holdout, MUSE orientation) relative to the
+    reference's. The reference is `reference_model` (evaluated here) or `reference`, a previous result of this
+    function for the reference model (its "forget_truth_ratios" and "mia_auc" are used). Without either, both are
+    None.
+
+    Model utility = harmonic mean of {probability, ROUGE-L recall, truth-ratio score} on the retain
+    (`retain_split`), real-author and world-fact sets. Forget ROUGE / probability: greedy answers (HF generate)
+    and p̄(a|q) on the forget split. VerbMem_f: ROUGE-L F1 of the continuation of the prompt + first half of each
+    forget answer vs the second half; KnowMem_f / KnowMem_r: ROUGE-L F1 of the greedy answers on forget / retain
+    (QA template, not MUSE's ICL prompt). Values are fractions.
+
+    truth_ratio_form: "tofu" (paraphrased answer vs perturbed paraphrases, §3.1) or "answer" (trained answer vs
+    the same wrong values in the trained template: `perturbed_original_answers`, sharper for a tiny model that
+    never saw the paraphrase template, see docs/llm_data.md)."""
+    from pyunlearn.data.tofu import format_prompt
+
+    if truth_ratio_form not in TRUTH_RATIO_FORMS:
+        raise ValueError(f"truth_ratio_form must be one of {TRUTH_RATIO_FORMS}, got {truth_ratio_form!r}")
+    if reference_model is not None and reference is not None:
+        raise ValueError("pass reference_model or reference (a previous evaluate_tofu result), not both")
+    _require_pad(tokenizer)
+    forget = list(corpus.split(forget_split))
+    if not forget:
+        raise ValueError(f"split {forget_split!r} is empty")
+    sets = {"retain": list(corpus.split(retain_split)), "real_authors": list(corpus.split("real_authors")),
+            "world_facts": list(corpus.split("world_facts"))}
+    holdout = list(corpus.split(holdout_split))
+
+    res: dict[str, Any] = {"forget_split": forget_split, "n_forget": len(forget), "truth_ratio_form": truth_ratio_form}
+    # forget set: truth ratio, probability, generations (ROUGE recall and KnowMem F1 from the same answers)
+    tr_f, logp_f, _ = _truth_ratio_rows(model, tokenizer, forget, truth_ratio_form, batch_size)
+    gen_f = generate_answers(model, tokenizer, [format_prompt(r["question"]) for r in forget], max_new_tokens,
+                             batch_size=batch_size)
+    refs_f = [r["answer"] for r in forget]
+    res["forget_truth_ratios"] = tr_f.tolist()
+    res["forget_truth_ratio"] = truth_ratio_forget_score(tr_f)
+    res["forget_probability"] = float(np.exp(logp_f).mean())
+    res["forget_rouge"] = float(rouge_l_recall(gen_f, refs_f).mean())
+    res["knowmem_f"] = knowmem(gen_f, refs_f)
+    vp, vgt = _verbmem_prompts(forget)
+    res["verbmem_f"] = verbmem(generate_answers(model, tokenizer, vp, max_new_tokens, batch_size=batch_size), vgt)
+
+    # utility sets
+    util: dict[str, float] = {}
+    for name, rows in sets.items():
+        if not rows:
+            raise ValueError(f"utility split {name!r} is empty")
+        tr, logp, pert = _truth_ratio_rows(model, tokenizer, rows, truth_ratio_form, batch_size)
+        prob = tofu_probability(logp) if name == "retain" else tofu_probability(logp, pert)
+        gen = generate_answers(model, tokenizer, [format_prompt(r["question"]) for r in rows], max_new_tokens,
+                               batch_size=batch_size)
+        refs = [r["answer"] for r in rows]
+        util[f"{name}_probability"] = float(prob.mean())
+        util[f"{name}_rouge"] = float(rouge_l_recall(gen, refs).mean())
+        util[f"{name}_truth_ratio"] = truth_ratio_utility_score(tr)
+        if name == "retain":
+            res["knowmem_r"] = knowmem(gen, refs)
+    res.update(util)
+    res["model_utility"] = model_utility(util)
+
+    # membership: Min-K% over answer tokens, forget (members) vs holdout (non-members)
+    s_f = min_k_percent_scores(qa_answer_token_logprobs(model, tokenizer, forget, batch_size=batch_size), mink)
+    s_h = min_k_percent_scores(qa_answer_token_logprobs(model, tokenizer, holdout, batch_size=batch_size), mink)
+    res["mia_auc"] = mia_auc(s_f, s_h)
+
+    if reference_model is not None:
+        reference = evaluate_tofu(reference_model, tokenizer, corpus, forget_split, retain_split=retain_split,
+                                  holdout_split=holdout_split, truth_ratio_form=truth_ratio_form,
+                                  max_new_tokens=max_new_tokens, mink=mink, batch_size=batch_size)
+    res["forget_quality"] = res["privleak"] = None
+    if reference is not None:
+        ref_tr = reference.get("forget_truth_ratios")
+        if ref_tr is None or len(ref_tr) != len(tr_f):
+            raise ValueError(f"reference must hold forget_truth_ratios for the same {len(tr_f)} forget items")
+        if reference.get("truth_ratio_form", truth_ratio_form) != truth_ratio_form:
+            raise ValueError(f"reference truth ratios use form {reference['truth_ratio_form']!r}, "
+                             f"not {truth_ratio_form!r}")
+        res["forget_quality"] = forget_quality(tr_f, ref_tr)
+        if reference.get("mia_auc"):
+            res["privleak"] = privleak(res["mia_auc"], float(reference["mia_auc"]))
+    return res

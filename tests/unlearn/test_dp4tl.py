@@ -27,16 +27,6 @@ from pyunlearn.transfer import (
     run_dp4tl,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions: intra-op threads only add sync overhead on a loaded 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 K_S, D = 6, 6
 MU = 5.0 * torch.eye(K_S, D)  # [K_s, D] known source-class centroids
 

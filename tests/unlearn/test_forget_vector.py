@@ -26,14 +26,6 @@ FAST = ForgetVectorConfig(epochs=20)  # digits: the class vector is settled by e
 RA_FLOOR = 88.0  # retain accuracy with δ applied stays >= this (measured 94-95 %, docs/forget_vectors.md)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -21,16 +21,6 @@ from pyunlearn.unlearn import _common, fisher, influence, prune
 K = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded 2-core box OpenMP spinning made this file
-    ~15x slower; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class TinyCNN(nn.Module):
     def __init__(self, k: int = K, c1: int = 4, c2: int = 6):
         super().__init__()

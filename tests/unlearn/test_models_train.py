@@ -22,15 +22,6 @@ from pyunlearn.models import (
 from pyunlearn.train import TrainConfig, accuracy, predict_proba, train_model, train_original
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions: intra-op threads only add sync overhead (10x slower on a loaded 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_digits(split_seed=0)

@@ -11,15 +11,6 @@ from pyunlearn.unlearn import worst_case as wc
 FAST = {"upper_iters": 3, "lower_epochs": 1}  # ~0.4 s per selection on digits
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions: intra-op threads only add sync overhead on a loaded 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _exact_projection(a: torch.Tensor, m: float) -> torch.Tensor:
     """Reference: sum clip(a - μ, 0, 1) is piecewise linear in μ with breakpoints a_i and a_i - 1; find the
     segment holding m among the sorted breakpoints and interpolate exactly."""
