@@ -6,10 +6,12 @@ if os.environ.get("PYUNLEARN_TEST_DEVICE", "cpu") == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pathlib
 
-import pyunlearn  # noqa: E402
+import pytest
+import torch
+
+import pyunlearn
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +25,20 @@ def _restore_backend():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# Test folders whose models are tiny (digits CNNs, a 2-layer Llama, UM2N on 10x10 meshes, ZO probes): intra-op
+# threads only add sync overhead there, and on a loaded 2-core box OpenMP spinning made them 10-15x slower. The op
+# tests keep torch's default, so the kernels' parallel paths stay covered.
+ONE_THREAD_DIRS = {"unlearn", "llm", "zo", "mesh", "distributed"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(request):
+    if pathlib.Path(str(request.path)).parent.name not in ONE_THREAD_DIRS:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -20,14 +20,6 @@ from pyunlearn.data.tofu import (
 from pyunlearn.models.llm import finetune, greedy_answers, tiny_llama
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data():
     return make_tofu_like(seed=0, n_authors=40, qa_per_author=10)

@@ -15,14 +15,6 @@ from pyunlearn.unlearn import llm as L
 V, B, T = 64, 3, 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_llama():
     tr = pytest.importorskip("transformers")

@@ -11,10 +11,10 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from pyunlearn.data.tofu import QADataset, make_tofu_like, train_tokenizer  # noqa: E402
-from pyunlearn.eval.llm import answer_logprob, forget_quality, truth_ratio  # noqa: E402
-from pyunlearn.models.llm import finetune, tiny_llama  # noqa: E402
-from pyunlearn.unlearn.llm import ga_loss, npo_loss, sequence_logprob  # noqa: E402
+from pyunlearn.data.tofu import QADataset, make_tofu_like, train_tokenizer
+from pyunlearn.eval.llm import answer_logprob, forget_quality, truth_ratio
+from pyunlearn.models.llm import finetune, tiny_llama
+from pyunlearn.unlearn.llm import ga_loss, npo_loss, sequence_logprob
 
 
 @pytest.fixture(scope="module")

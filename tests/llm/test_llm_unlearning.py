@@ -34,14 +34,6 @@ MU_MARGIN = 0.05
 SIMNPO = {"forget_loss": "simnpo", "retain_loss": "nll", "beta": 2.5, "forget_weight": 0.1375}  # §2.4 forget05
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def world():
     """20 authors x 10 QA (forget05 = the last author, 10 rows); original on full + background, reference

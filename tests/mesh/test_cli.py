@@ -7,17 +7,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from pyunlearn.mesh._cli import add_cli
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _run(argv: list[str]) -> int:

@@ -22,14 +22,6 @@ from pyunlearn.mesh.model import UM2N, DeformGAT, MeshBatch, UM2NConfig, make_ba
 from pyunlearn.ops.gat import gat_graph
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _monitor(points: np.ndarray, c=(0.4, 0.6)) -> np.ndarray:
     return 1.0 + 5.0 * np.exp(-((points - np.asarray(c)) ** 2).sum(1) / 0.02)
 

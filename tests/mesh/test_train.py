@@ -16,14 +16,6 @@ from pyunlearn.mesh.model import UM2N, UM2NConfig, load_model
 from pyunlearn.mesh.train import TrainConfig, evaluate, format_table, move_points, train_um2n
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """8 training samples on 10×10 meshes, 2 unseen test samples on 14×14 meshes (other problems)."""

@@ -3,17 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The models here are tiny: intra-op threads only add sync overhead, and on a loaded 2-core box OpenMP
-    spinning made these tests 10-15x slower. Restored after each module."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

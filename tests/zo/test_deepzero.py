@@ -16,14 +16,6 @@ from pyunlearn.zo.deepzero import DeepZeroConfig, compare_digits, digits_cnn, dr
 from pyunlearn.zo.grasp import balanced_probe, zo_grasp
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_digits(split_seed=0)

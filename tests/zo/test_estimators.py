@@ -18,14 +18,6 @@ F64 = torch.float64
 CE = nn.CrossEntropyLoss()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Residual(nn.Module):
     """A block CGE cannot treat locally: its parameters take the generic path."""
 

@@ -4,17 +4,8 @@ of steps with a fixed seed; bad configs raise."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from pyunlearn.zo.mezo import MeZOConfig, demo
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_mezo_lowers_tiny_llama_loss():

@@ -13,14 +13,6 @@ from pyunlearn.optim import ZOSGD, ZOAdam, ZOSGDCons, ZOSGDSign
 from pyunlearn.optim.zo import decay_groups, derive_seed
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _params(seed: int = 0) -> list[torch.nn.Parameter]:
     g = torch.Generator().manual_seed(seed)
     return [torch.nn.Parameter(torch.randn(3, 4, generator=g, dtype=torch.float64)),
