@@ -34,7 +34,8 @@ pybind11::dict build_info() {
   d["cpu_isas"] = pyunlearn::masked_optim::cpu_isas();
   d["cpu_isa"] = std::string(pyunlearn::masked_optim::cpu_kernels().isa);
   d["ops"] = pybind11::make_tuple("masked_sgd_step", "masked_adamw_step", "masked_sophia_step", "gat_fwd", "gat_bwd",
-                                   "gatv2_fwd", "gatv2_bwd", "zo_accumulate", "zo_philox_bits");
+                                   "gatv2_fwd", "gatv2_bwd", "zo_accumulate", "zo_accumulate_rows",
+                                   "zo_philox_bits");
   return d;
 }
 

@@ -8,7 +8,8 @@ tl.join + reshape. Philox is written here on uint32 with tl.umulhi (not triton.l
 layout is its own).
 
 zo_accumulate: one launch per tensor (tensors of one call are consecutive segments of the flat space; a running
-offset is passed); the K coefficients are read in the kernel, so a device-side projected gradient never syncs.
+offset is passed); zo_accumulate_rows: one launch per tensor over a 2-D grid (element blocks x rows, row k is
+direction direction0 + k); the K coefficients are read in the kernel, so a device-side projected gradient never syncs.
 Arithmetic in fp32 (fp64 for fp64 tensors), FMA contraction off, in the order acc = 0; acc += c_k z_k;
 t = t + scale * acc. A non-contiguous tensor is stepped in a contiguous copy that is written back.
 On CPU tensors the kernels need the Triton interpreter (TRITON_INTERPRET=1 set before triton is imported).
@@ -105,6 +106,30 @@ def _zo_accumulate_kernel(t_ptr, c_ptr, K, n, offset, seed, direction0, scale: t
     tl.store(t_ptr + i, t.to(t_ptr.dtype.element_ty), mask=live)
 
 
+@triton.jit(do_not_specialize=["n", "row_stride", "offset", "seed", "direction0"])
+def _zo_accumulate_rows_kernel(t_ptr, a_ptr, n, row_stride, offset, seed, direction0, CDT: tl.constexpr,
+                               DIST: tl.constexpr, BG: tl.constexpr):
+    # Program (p, k): row k (t_ptr + k * row_stride, elements offset .. offset+n-1 of direction direction0 + k),
+    # groups g_first + p*BG + [0, BG). Same values and roundings as _zo_accumulate_kernel with K = 1, scale = 1.
+    k = tl.program_id(1).to(tl.int64)
+    g_first = offset.to(tl.int64) // 4
+    g = g_first + tl.program_id(0).to(tl.int64) * BG + tl.arange(0, BG)  # [BG]
+    i = (g_first * 4 - offset) + tl.program_id(0).to(tl.int64) * (4 * BG) + tl.arange(0, 4 * BG)  # [4 BG]
+    live = (i >= 0) & (i < n)
+    x0, x1, x2, x3 = _words(seed, direction0 + k, g)
+    if DIST == 0:
+        z0, z1 = _box_muller(x0, x1)
+        z2, z3 = _box_muller(x2, x3)
+    else:
+        z0, z1, z2, z3 = _sign(x0), _sign(x1), _sign(x2), _sign(x3)
+    z = _interleave(z0, z1, z2, z3).to(CDT)
+    acc = tl.zeros([4 * BG], CDT) + tl.load(a_ptr).to(CDT) * z
+    row = t_ptr + k * row_stride
+    t = tl.load(row + i, mask=live, other=0).to(CDT)
+    t = t + acc
+    tl.store(row + i, t.to(t_ptr.dtype.element_ty), mask=live)
+
+
 @triton.jit(do_not_specialize=["n", "offset", "seed", "direction"])
 def _zo_philox_bits_kernel(out_ptr, n, offset, seed, direction, BG: tl.constexpr):
     g_first = offset.to(tl.int64) // 4
@@ -145,6 +170,44 @@ def zo_accumulate(tensors: Sequence[Tensor], coeffs: Tensor, seed: int, directio
             _zo_accumulate_kernel[grid](work, coeffs_w, coeffs.numel(), n, base, int(seed), int(direction0),
                                         float(scale), CDT=compute_dtype(t.dtype), DIST=_DIST[dist], BG=bg,
                                         num_warps=4, enable_fp_fusion=False)
+        if work is not t:
+            t.copy_(work)
+        base += n
+
+
+_MAX_GRID_Y = 65535  # CUDA's limit on the second grid dimension: more rows go in several launches
+
+
+def zo_accumulate_rows(tensors: Sequence[Tensor], alpha: Tensor, seed: int, direction0: int, dist: str,
+                       offset: int) -> None:
+    """Row k of the [K, n_i] tensors (one flat vector per row from `offset`) += alpha z(seed, direction0 + k, .):
+    one launch per tensor over a 2-D grid (element blocks, rows)."""
+    if dist not in _DIST:
+        raise ValueError(f"dist must be one of {tuple(_DIST)}, got {dist!r}")
+    if not tensors:
+        return
+    rows = tensors[0].shape[0]
+    for i, t in enumerate(tensors):
+        if t.dim() != 2 or t.shape[0] != rows:
+            raise ValueError(f"tensors[{i}] must be 2-D [K={rows}, n], got shape {list(t.shape)}")
+    base = int(offset)
+    alpha_w = alpha.reshape(1).contiguous()
+    bg = _block_groups()
+    for t in tensors:
+        n = t.shape[1]
+        if n == 0 or rows == 0:
+            base += n
+            continue
+        check_device(t)
+        direct = (n <= 1 or t.stride(1) == 1) and (rows <= 1 or t.stride(0) >= n)
+        work = t if direct else t.contiguous()
+        for k0 in range(0, rows, _MAX_GRID_Y):
+            part = work[k0:k0 + _MAX_GRID_Y]
+            grid = (triton.cdiv(_groups(base, n), bg), part.shape[0])
+            with on_device(t):
+                _zo_accumulate_rows_kernel[grid](part, alpha_w, n, part.stride(0), base, int(seed),
+                                                 int(direction0) + k0, CDT=compute_dtype(t.dtype),
+                                                 DIST=_DIST[dist], BG=bg, num_warps=4, enable_fp_fusion=False)
         if work is not t:
             t.copy_(work)
         base += n

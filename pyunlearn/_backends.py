@@ -27,7 +27,7 @@ FAMILIES = {
     "masked_optim": ("masked_sgd_step", "masked_adamw_step", "masked_sophia_step"),
     "gat": ("gat_fwd", "gat_bwd"),
     "gatv2": ("gatv2_fwd", "gatv2_bwd"),
-    "zo": ("zo_accumulate", "zo_philox_bits"),
+    "zo": ("zo_accumulate", "zo_accumulate_rows", "zo_philox_bits"),
 }
 OPS = tuple(op for ops in FAMILIES.values() for op in ops)
 

@@ -177,6 +177,21 @@ def _zo_accumulate_fake(tensors, coeffs, seed, direction0, scale, dist, offset) 
     return None
 
 
+# In place, K directions at once: every tensors[i] is 2-D [K, n_i] (same K; rows with contiguous elements are the
+# fast path, anything else is stepped in a contiguous copy). Row k of the list, viewed as one flat vector whose
+# tensor i starts at offset + sum_{i' < i} n_i', gets t += alpha * z(seed, direction0 + k, j): the same values and
+# roundings as zo_accumulate([row k of every tensor], alpha, seed, direction0 + k, 1.0, dist, offset).
+# alpha: a one-element fp32/fp64 tensor on the tensors' device (read in-kernel).
+LIB.define(
+    "zo_accumulate_rows(Tensor(a!)[] tensors, Tensor alpha, int seed, int direction0, str dist, int offset) -> ()"
+)
+
+
+@torch.library.register_fake("pyunlearn::zo_accumulate_rows")
+def _zo_accumulate_rows_fake(tensors, alpha, seed, direction0, dist, offset) -> None:
+    return None
+
+
 # In place: out[i] = the raw Philox word of element offset + i of direction `direction` (int64 out holding
 # uint32 values, row-major). For tests of bit-identity across backends and for users who need the bits.
 LIB.define("zo_philox_bits(Tensor(a!) out, int seed, int direction, int offset) -> ()")

@@ -16,7 +16,8 @@ def test_info_json(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["cpu"] is True and info["backend"] == "cpp"
     assert set(info["ops"]) == {"masked_sgd_step", "masked_adamw_step", "masked_sophia_step", "gat_fwd", "gat_bwd",
-                                "gatv2_fwd", "gatv2_bwd", "zo_accumulate", "zo_philox_bits"}
+                                "gatv2_fwd", "gatv2_bwd", "zo_accumulate", "zo_accumulate_rows",
+                                "zo_philox_bits"}
     assert "cpp" in info["available_backends"]
 
 

@@ -133,6 +133,70 @@ void zo_accumulate_cpu(at::TensorList tensors, const at::Tensor& coeffs, int64_t
   }
 }
 
+// One row piece of zo_accumulate_rows: a tensor's rows, its row stride and where its row starts in the flat space.
+template <typename T>
+struct RowSeg {
+  T* data;
+  int64_t stride;  // elements between rows
+  int64_t n;       // row length
+  int64_t col0;    // first column of this tensor in the concatenated row [0, N)
+  int64_t base;    // flat index of the row's first element (offset + col0)
+};
+
+// Row k of every tensor += alpha z(seed, d0 + k, .): ONE parallel loop over the K x N (row, column) pairs of the
+// concatenated rows, in tiles that stay inside one row of one tensor. Value per element as accumulate_one with
+// K = 1 and scale = 1 computes it: acc = 0 + alpha z; t = t + acc (1 * acc == acc exactly).
+template <typename T, typename A>
+void accumulate_rows(const std::vector<RowSeg<T>>& segs, int64_t K, int64_t N, A alpha, uint64_t seed, uint64_t d0,
+                     Dist dist) {
+  at::parallel_for(0, K * N, kGrain, [&](int64_t lo, int64_t hi) {
+    alignas(64) float z[kTile];
+    alignas(64) float buf[4 * kTileGroups];
+    int64_t u = lo;
+    while (u < hi) {
+      const int64_t k = u / N, c = u - k * N;
+      // the tensor holding column c: last segment with col0 <= c
+      const auto it = std::upper_bound(segs.begin(), segs.end(), c,
+                                       [](int64_t v, const RowSeg<T>& sg) { return v < sg.col0; }) - 1;
+      const int64_t i0 = c - it->col0;
+      const int64_t m = std::min({kTile, hi - u, it->n - i0});
+      fill_values(seed, d0 + static_cast<uint64_t>(k), it->base + i0, m, dist, z, buf);
+      T* t = it->data + k * it->stride + i0;
+      for (int64_t i = 0; i < m; ++i) {
+        const A acc = A(0) + alpha * static_cast<A>(z[i]);
+        t[i] = static_cast<T>(static_cast<A>(t[i]) + acc);
+      }
+      u += m;
+    }
+  });
+}
+
+void zo_accumulate_rows_cpu(at::TensorList tensors, const at::Tensor& alpha, int64_t seed, int64_t direction0,
+                            c10::string_view dist, int64_t offset) {
+  const Dist d = check_rows_args(tensors, alpha, direction0, dist, offset);
+  if (tensors.empty()) return;
+  const int64_t K = tensors[0].size(0);
+  std::vector<at::Tensor> work;
+  work.reserve(tensors.size());
+  for (const at::Tensor& t : tensors) work.push_back(rows_direct(t) ? t : t.contiguous());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, tensors[0].scalar_type(), "zo_accumulate_rows_cpu", [&] {
+    using A = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    const A a = alpha.to(at::kCPU).to(acc_dtype(tensors[0].scalar_type())).item<A>();
+    std::vector<RowSeg<scalar_t>> segs;
+    int64_t N = 0;
+    for (const at::Tensor& t : work) {
+      const int64_t n = t.size(1);
+      if (n > 0) segs.push_back({t.data_ptr<scalar_t>(), t.stride(0), n, N, offset + N});
+      N += n;
+    }
+    if (K == 0 || N == 0) return;
+    accumulate_rows<scalar_t, A>(segs, K, N, a, static_cast<uint64_t>(seed), static_cast<uint64_t>(direction0), d);
+  });
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!work[i].is_same(tensors[i])) tensors[i].copy_(work[i]);
+  }
+}
+
 void zo_philox_bits_cpu(const at::Tensor& out, int64_t seed, int64_t direction, int64_t offset) {
   check_bits_args(out, direction, offset);
   const int64_t n = out.numel();
@@ -157,6 +221,7 @@ void zo_philox_bits_cpu(const at::Tensor& out, int64_t seed, int64_t direction, 
 
 TORCH_LIBRARY_IMPL(pyunlearn, CPU, m) {
   m.impl("zo_accumulate", &zo_accumulate_cpu);
+  m.impl("zo_accumulate_rows", &zo_accumulate_rows_cpu);
   m.impl("zo_philox_bits", &zo_philox_bits_cpu);
 }
 

@@ -7,22 +7,30 @@
 #include <cstdint>
 #include <cstring>
 
+// Forced: these must inline into the tile loops for GCC to vectorise them; left to the heuristics, adding code
+// elsewhere in zo_cpu.cpp once tipped GCC's unit-growth limit and made the Gaussian path 4.5x slower.
+#if defined(__GNUC__)
+#define PU_ZO_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define PU_ZO_ALWAYS_INLINE inline
+#endif
+
 namespace pyunlearn::zo::cpu_math {
 
-inline float bits_to_float(uint32_t b) {
+PU_ZO_ALWAYS_INLINE float bits_to_float(uint32_t b) {
   float f;
   std::memcpy(&f, &b, sizeof f);
   return f;
 }
 
-inline uint32_t float_to_bits(float f) {
+PU_ZO_ALWAYS_INLINE uint32_t float_to_bits(float f) {
   uint32_t b;
   std::memcpy(&b, &f, sizeof b);
   return b;
 }
 
 // Natural log of a positive normal x: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log x = e ln2 + log1p(m - 1).
-inline float log_pos(float x) {
+PU_ZO_ALWAYS_INLINE float log_pos(float x) {
   const uint32_t b = float_to_bits(x);
   int32_t e = static_cast<int32_t>(b >> 23) - 126;                 // x = f 2^e, f in [0.5, 1)
   float f = bits_to_float((b & 0x007FFFFFu) | 0x3F000000u);
@@ -47,7 +55,7 @@ inline float log_pos(float x) {
 }
 
 // sin t and cos t for t in [0, 2 pi): reduction by pi/4 in four parts (Cody-Waite), then the octant's polynomials.
-inline void sincos_2pi(float t, float& s, float& c) {
+PU_ZO_ALWAYS_INLINE void sincos_2pi(float t, float& s, float& c) {
   int32_t j = static_cast<int32_t>(t * 1.27323954473516f);         // octant, 0 .. 8
   j = (j + 1) & ~1;                                                // to the nearest even: |x| <= pi/4
   const float y = static_cast<float>(j);

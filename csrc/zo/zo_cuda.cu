@@ -64,6 +64,49 @@ __global__ void __launch_bounds__(kThreads) zo_accumulate_kernel(Table tab, cons
   }
 }
 
+// zo_accumulate_rows: the same table (ptr = row 0, numel = row length, base = flat index of the row's first
+// element) plus each tensor's row stride; blockIdx.x walks the table's element blocks, blockIdx.y (with a stride of
+// gridDim.y) the rows. Values as zo_accumulate_kernel with K = 1 and scale = 1: acc = 0 + alpha z; t = t + acc.
+struct RowTable {
+  void* ptr[kMaxTensors];
+  int64_t numel[kMaxTensors];
+  int64_t base[kMaxTensors];
+  int64_t stride[kMaxTensors];      // elements between rows
+  int64_t block_start[kMaxTensors + 1];
+  int n;
+};
+
+template <typename T, typename A>
+__global__ void __launch_bounds__(kThreads) zo_accumulate_rows_kernel(RowTable tab, const A* __restrict__ alpha,
+                                                                      int64_t K, uint64_t seed, uint64_t d0,
+                                                                      Dist dist) {
+  const int64_t b = blockIdx.x;
+  int lo = 0, hi = tab.n - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (tab.block_start[mid] <= b) lo = mid; else hi = mid - 1;
+  }
+  const int64_t n = tab.numel[lo], base = tab.base[lo], stride = tab.stride[lo];
+  const int64_t g_first = base >> 2, g_end = ((base + n - 1) >> 2) + 1;
+  const int64_t g_block = g_first + (b - tab.block_start[lo]) * kGroupsPerBlock;
+  const A a = *alpha;
+  for (int64_t k = blockIdx.y; k < K; k += gridDim.y) {
+    T* t = static_cast<T*>(tab.ptr[lo]) + k * stride;
+    for (int64_t g = g_block + threadIdx.x; g < min(g_end, g_block + kGroupsPerBlock); g += kThreads) {
+      float z[4];
+      group_values(seed, d0 + static_cast<uint64_t>(k), static_cast<uint64_t>(g), dist, z);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int64_t i = 4 * g + q - base;
+        if (i >= 0 && i < n) {
+          const A acc = A(0) + a * static_cast<A>(z[q]);
+          t[i] = static_cast<T>(static_cast<A>(t[i]) + acc);
+        }
+      }
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) zo_philox_bits_kernel(int64_t* __restrict__ out, int64_t n,
                                                                   int64_t offset, uint64_t seed, uint64_t dir) {
   const int64_t g_first = offset >> 2, g_end = ((offset + n - 1) >> 2) + 1;
@@ -136,6 +179,58 @@ void zo_accumulate_cuda(at::TensorList tensors, const at::Tensor& coeffs, int64_
   }
 }
 
+void zo_accumulate_rows_cuda(at::TensorList tensors, const at::Tensor& alpha, int64_t seed, int64_t direction0,
+                             c10::string_view dist, int64_t offset) {
+  const Dist d = check_rows_args(tensors, alpha, direction0, dist, offset);
+  if (tensors.empty() || tensors[0].size(0) == 0) return;
+  c10::cuda::CUDAGuard guard(tensors[0].device());
+  const int64_t K = tensors[0].size(0);
+  const at::Tensor a = alpha.reshape({1}).to(acc_dtype(tensors[0].scalar_type())).contiguous();  // on the device
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const unsigned grid_y = static_cast<unsigned>(std::min<int64_t>(K, 65535));
+  std::vector<at::Tensor> work;
+  work.reserve(tensors.size());
+  for (const at::Tensor& t : tensors) work.push_back(rows_direct(t) ? t : t.contiguous());
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, tensors[0].scalar_type(), "zo_accumulate_rows_cuda", [&] {
+    using A = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    RowTable tab;
+    tab.n = 0;
+    tab.block_start[0] = 0;
+    auto flush = [&] {
+      if (tab.n == 0) return;
+      const dim3 grid(static_cast<unsigned>(tab.block_start[tab.n]), grid_y);
+      zo_accumulate_rows_kernel<scalar_t, A><<<grid, kThreads, 0, stream>>>(
+          tab, a.data_ptr<A>(), K, static_cast<uint64_t>(seed), static_cast<uint64_t>(direction0), d);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      tab.n = 0;
+      tab.block_start[0] = 0;
+    };
+    int64_t base = offset;
+    for (const at::Tensor& t : work) {
+      const int64_t n = t.size(1);
+      int64_t done = 0;
+      while (done < n) {
+        const int64_t piece = std::min(n - done, (kMaxBlocks / 2) * kGroupsPerBlock * 4);
+        const int64_t blocks = blocks_of(base + done, piece);
+        if (tab.n == kMaxTensors || tab.block_start[tab.n] + blocks > kMaxBlocks) flush();
+        tab.ptr[tab.n] = static_cast<scalar_t*>(t.data_ptr()) + done;
+        tab.numel[tab.n] = piece;
+        tab.base[tab.n] = base + done;
+        tab.stride[tab.n] = t.stride(0);
+        tab.block_start[tab.n + 1] = tab.block_start[tab.n] + blocks;
+        ++tab.n;
+        done += piece;
+      }
+      base += n;
+    }
+    flush();
+  });
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!work[i].is_same(tensors[i])) tensors[i].copy_(work[i]);
+  }
+}
+
 void zo_philox_bits_cuda(const at::Tensor& out, int64_t seed, int64_t direction, int64_t offset) {
   check_bits_args(out, direction, offset);
   const int64_t n = out.numel();
@@ -154,6 +249,7 @@ void zo_philox_bits_cuda(const at::Tensor& out, int64_t seed, int64_t direction,
 
 TORCH_LIBRARY_IMPL(pyunlearn, CUDA, m) {
   m.impl("zo_accumulate", &zo_accumulate_cuda);
+  m.impl("zo_accumulate_rows", &zo_accumulate_rows_cuda);
   m.impl("zo_philox_bits", &zo_philox_bits_cuda);
 }
 

@@ -30,7 +30,8 @@ COEFF_DTYPES = (torch.float32, torch.float64)
 _U64 = 1 << 64
 _I63 = 1 << 63
 
-__all__ = ["DISTS", "assemble", "perturb_", "restore_", "zo_accumulate_", "zo_bits", "zo_directions"]
+__all__ = ["DISTS", "assemble", "perturb_", "restore_", "zo_accumulate_", "zo_accumulate_rows_", "zo_bits",
+           "zo_directions"]
 
 
 def _int_arg(name: str, value, *, low: int = 0, high: int = _I63) -> int:
@@ -101,6 +102,41 @@ def zo_accumulate_(tensors: Tensor | Sequence[Tensor], coeffs: Tensor, *, seed: 
     off = _int_arg("offset", offset)
     _int_arg("offset + total numel", off + sum(t.numel() for t in tensors))
     torch.ops.pyunlearn.zo_accumulate(tensors, coeffs, s, d0, _scale_arg("scale", scale), _dist_arg(dist), off)
+
+
+def zo_accumulate_rows_(tensors: Tensor | Sequence[Tensor], alpha: Tensor, *, seed: int, direction0: int = 0,
+                        dist: str = "gaussian", offset: int = 0) -> None:
+    """K directions at once, in place: every tensors[i] is 2-D [K, n_i] (the same K for all); row k of the list,
+    viewed as one flat vector whose tensor i starts at offset + sum_{i' < i} n_i', gets
+    t += alpha * z(seed, direction0 + k, j). Bit for bit what K calls
+    zo_accumulate_([t[k] for t in tensors], alpha, seed=seed, direction0=direction0 + k, dist=dist, offset=offset)
+    compute, in one kernel call (RGE's chunk of directions as rows of per-parameter buffers).
+
+    alpha: a one-element fp32/fp64 tensor on the tensors' device (rounded to fp32 for non-fp64 tensors, as
+    zo_accumulate_'s coeffs). Rows whose elements are contiguous (e.g. a contiguous [K, n] or rows of a bigger
+    buffer) are the fast path; other layouts are stepped in a contiguous copy that is written back."""
+    tensors = as_tensor_list("tensors", tensors)
+    _check_tensors(tensors)
+    rows = tensors[0].shape[0] if tensors and tensors[0].dim() == 2 else None
+    for i, t in enumerate(tensors):
+        if t.dim() != 2:
+            raise ValueError(f"tensors[{i}] must be 2-D [K, n] (one row per direction), got shape {list(t.shape)}")
+        if t.shape[0] != rows:
+            raise ValueError(f"tensors[{i}] must have tensors[0]'s number of rows K = {rows}, got {t.shape[0]}")
+    if not isinstance(alpha, Tensor):
+        raise TypeError(f"alpha must be a one-element Tensor (fp32/fp64), got {type(alpha).__name__}")
+    if alpha.numel() != 1:
+        raise ValueError(f"alpha must be a one-element tensor, got shape {list(alpha.shape)}")
+    if alpha.dtype not in COEFF_DTYPES:
+        raise TypeError(f"alpha must be fp32 or fp64, got {alpha.dtype}")
+    if tensors and alpha.device != tensors[0].device:
+        raise ValueError(f"alpha must be on the tensors' device {tensors[0].device}, got {alpha.device}")
+    s = _seed_arg(seed)
+    d0 = _int_arg("direction0", direction0)
+    _int_arg("direction0 + K", d0 + (rows or 0))
+    off = _int_arg("offset", offset)
+    _int_arg("offset + total row length", off + sum(t.shape[1] for t in tensors))
+    torch.ops.pyunlearn.zo_accumulate_rows(tensors, alpha, s, d0, _dist_arg(dist), off)
 
 
 def zo_directions(numel: int, *, seed: int, direction: int = 0, offset: int = 0, dist: str = "gaussian",

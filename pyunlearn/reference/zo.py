@@ -152,3 +152,21 @@ def zo_accumulate_ref(tensors: Sequence[Tensor], coeffs: Tensor, seed: int, dire
         if n and flat.untyped_storage().data_ptr() != t.untyped_storage().data_ptr():
             t.copy_(flat.view(t.shape))  # reshape copied a non-contiguous tensor: write the result back
         base += n
+
+
+def zo_accumulate_rows_ref(tensors: Sequence[Tensor], alpha: Tensor, seed: int, direction0: int, dist: str,
+                           offset: int) -> None:
+    """K directions at once: tensors[i] is [K, n_i]; row k of the list (one flat vector from `offset`) gets
+    t += alpha * z(seed, direction0 + k, j), exactly as zo_accumulate_ref([row k of each tensor], alpha, seed,
+    direction0 + k, 1.0, dist, offset) computes it (acc = 0 + alpha z; t = t + 1 * acc)."""
+    if dist not in DISTS:
+        raise ValueError(f"dist must be one of {DISTS}, got {dist!r}")
+    if not tensors:
+        return
+    rows = tensors[0].shape[0]
+    for i, t in enumerate(tensors):
+        if t.dim() != 2 or t.shape[0] != rows:
+            raise ValueError(f"tensors[{i}] must be 2-D [K={rows}, n], got shape {list(t.shape)}")
+    a = alpha.reshape(1)
+    for k in range(rows):
+        zo_accumulate_ref([t[k] for t in tensors], a, seed, direction0 + k, 1.0, dist, offset)

@@ -127,9 +127,10 @@ def _chunk_dirs(named: list[tuple[str, Tensor]], regions: list[Tensor], ks: rang
                 dist: str) -> dict[int, Tensor]:
     """Every estimated parameter's alpha_r z_r [R, *shape] for the chunk: row 0 zero, rows 1..Q = +mu z_k,
     (central) rows Q+1..2Q = -mu z_k. regions: one buffer [R_max, numel] per parameter, reused by every chunk
-    (fresh pages per chunk would cost page faults), each contiguous so the layers use it without a copy. Each
-    direction is drawn once, by ONE zo_accumulate_ over the rows of all the parameters as one flat vector
-    (mu z in fp32, as perturb_ computes it), and serves the forward and the assembly."""
+    (fresh pages per chunk would cost page faults), each contiguous so the layers use it without a copy. The
+    chunk's directions are drawn once, by ONE zo_accumulate_rows_ call over rows 1..Q of all the parameters (row
+    k of the list = one flat vector; mu z in fp32, as perturb_ computes it), and serve the forward and the
+    assembly."""
     from pyunlearn.ops import zo
 
     p0 = named[0][1]
@@ -137,8 +138,8 @@ def _chunk_dirs(named: list[tuple[str, Tensor]], regions: list[Tensor], ks: rang
         reg[:r].zero_()
     alpha = torch.full((1,), mu, dtype=torch.float64 if p0.dtype == torch.float64 else torch.float32,
                        device=p0.device)
-    for i, k in enumerate(ks):
-        zo.zo_accumulate_([reg[1 + i] for reg in regions], alpha, seed=seed, direction0=k, dist=dist, offset=0)
+    zo.zo_accumulate_rows_([reg[1:len(ks) + 1] for reg in regions], alpha, seed=seed, direction0=ks.start,
+                           dist=dist, offset=0)
     if r > len(ks) + 1:
         for reg in regions:
             torch.neg(reg[1:len(ks) + 1], out=reg[len(ks) + 1:r])

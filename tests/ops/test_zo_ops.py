@@ -370,3 +370,129 @@ def test_kernel_side_checks(backend):
         op([torch.zeros(3), torch.zeros(3, dtype=torch.float64)], torch.ones(1), 1, 0, 1.0, "gaussian", 0)
     with pytest.raises(TypeError, match="out must be int64"):
         torch.ops.pyunlearn.zo_philox_bits(torch.zeros(3), 1, 0, 0)
+
+
+# --- zo_accumulate_rows: K directions at once, row k of [K, n_i] tensors = direction direction0 + k ----------------
+
+ROW_SEED, ROW_D0, ROW_OFF = (1 << 63) + 12345, (1 << 32) + 7, (1 << 33) + 3
+
+
+def _row_cases(dtype, device, k=3):
+    """[K, n] tensors: contiguous, empty row, rows of a bigger buffer (row stride > n), one column, transposed
+    (non-contiguous rows: the copy path), and 1030 columns (an unaligned tail)."""
+    g = torch.Generator().manual_seed(9)
+    mk = lambda *s: torch.randn(*s, generator=g).to(dtype=dtype, device=device)
+    return [mk(k, 7), mk(k, 0), mk(k + 3, 1030)[1:k + 1, 2:1029], mk(k, 1), mk(5, k).t(), mk(k, 1030)]
+
+
+def _alpha(dtype, value=-0.37):
+    return torch.tensor([value], dtype=torch.float64 if dtype == torch.float64 else torch.float32, device=DEVICE)
+
+
+@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
+def test_rows_match_reference(backend, dtype, dist):
+    expected, got = _row_cases(dtype, DEVICE), _row_cases(dtype, DEVICE)
+    strides = [t.stride() for t in got]
+    a = _alpha(dtype)
+    with pyunlearn.use_backend("reference"):
+        zo.zo_accumulate_rows_(expected, a, seed=ROW_SEED, direction0=ROW_D0, dist=dist, offset=ROW_OFF)
+    with pyunlearn.use_backend(backend):
+        zo.zo_accumulate_rows_(got, a, seed=ROW_SEED, direction0=ROW_D0, dist=dist, offset=ROW_OFF)
+    bound = 0.37 * 6 * GAUSS_ULPS * 2.0 ** -23  # |alpha| * max |z| * 8 ulps of fp32
+    for i, (x, e) in enumerate(zip(got, expected)):
+        assert x.stride() == strides[i]
+        _close(x, e, dist, dtype, bound, backend)
+
+
+@pytest.mark.parametrize("backend", ["reference", *backends()])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
+def test_rows_equal_separate_calls_bitwise(backend, dtype, dist):
+    """Row k == zo_accumulate_([row k of every tensor], alpha, direction0 + k) on the same backend, bit for bit
+    (fp64 alpha with fp32 tensors: both round it to fp32 first)."""
+    rows, seq = _row_cases(dtype, DEVICE), _row_cases(dtype, DEVICE)
+    a = torch.tensor([0.3719], dtype=torch.float64, device=DEVICE)
+    with pyunlearn.use_backend(backend):
+        zo.zo_accumulate_rows_(rows, a, seed=ROW_SEED, direction0=ROW_D0, dist=dist, offset=ROW_OFF)
+        for k in range(rows[0].shape[0]):
+            zo.zo_accumulate_([t[k] for t in seq], a, seed=ROW_SEED, direction0=ROW_D0 + k, dist=dist,
+                              offset=ROW_OFF)
+    for x, y in zip(rows, seq):
+        assert torch.equal(x, y)
+
+
+def test_rows_formula():
+    """fp64 rows from zeros: row k of tensor i is alpha * z(seed, d0 + k, offset + start_i + column)."""
+    ts = [torch.zeros(4, 5, dtype=torch.float64), torch.zeros(4, 9, dtype=torch.float64)]
+    zo.zo_accumulate_rows_(ts, torch.tensor([2.0], dtype=torch.float64), seed=5, direction0=2, offset=3)
+    for k in range(4):
+        z = zo.zo_directions(14, seed=5, direction=2 + k, offset=3, dtype=torch.float64)
+        assert torch.equal(torch.cat([ts[0][k], ts[1][k]]), 2.0 * z)
+    assert not torch.equal(ts[0][0], ts[0][1])  # the rows are different directions
+
+
+@pytest.mark.parametrize("backend", ["reference", *backends()])
+def test_rows_empty(backend):
+    with pyunlearn.use_backend(backend):
+        zo.zo_accumulate_rows_([], _alpha(torch.float32), seed=1)
+        ts = [torch.zeros(0, 5, device=DEVICE), torch.zeros(0, 0, device=DEVICE)]
+        zo.zo_accumulate_rows_(ts, _alpha(torch.float32), seed=1)
+        t = torch.randn(3, 4, device=DEVICE)
+        before = t.clone()
+        zo.zo_accumulate_rows_([t, torch.zeros(3, 0, device=DEVICE)], _alpha(torch.float32), seed=1, direction0=4)
+        assert not torch.equal(t, before)
+        zo.zo_accumulate_rows_([torch.zeros(3, 0, device=DEVICE)], _alpha(torch.float32), seed=1)
+    assert [tuple(x.shape) for x in ts] == [(0, 5), (0, 0)]
+
+
+def test_rows_opcheck():
+    ts = [torch.randn(3, 5), torch.randn(3, 7)]
+    torch.library.opcheck(torch.ops.pyunlearn.zo_accumulate_rows, (ts, torch.tensor([0.5]), 3, 1, "gaussian", 2))
+
+
+ROW_ERRORS = [
+    (lambda: zo.zo_accumulate_rows_([torch.zeros(3)], _alpha(torch.float32), seed=1), ValueError,
+     r"tensors\[0\] must be 2-D"),
+    (lambda: zo.zo_accumulate_rows_([torch.zeros(3, 2), torch.zeros(4, 2)], _alpha(torch.float32), seed=1),
+     ValueError, r"tensors\[1\] must have tensors\[0\]'s number of rows K = 3, got 4"),
+    (lambda: zo.zo_accumulate_rows_([torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.float64)],
+                                    _alpha(torch.float32), seed=1), TypeError, r"tensors\[1\] must have"),
+    (lambda: zo.zo_accumulate_rows_([torch.zeros(3, 2), torch.zeros(3, 2, device="meta")], _alpha(torch.float32),
+                                    seed=1), ValueError, r"tensors\[1\] must be on"),
+    (lambda: zo.zo_accumulate_rows_([torch.zeros(3, 2)], torch.ones(2), seed=1), ValueError,
+     "alpha must be a one-element tensor"),
+    (lambda: zo.zo_accumulate_rows_([torch.zeros(3, 2)], torch.ones(1, dtype=torch.float16), seed=1), TypeError,
+     "alpha must be fp32 or fp64"),
+    (lambda: zo.zo_accumulate_rows_([torch.zeros(3, 2)], 0.5, seed=1), TypeError, "alpha must be a one-element"),
+    (lambda: zo.zo_accumulate_rows_([torch.zeros(3, 2, device="meta")], torch.ones(1), seed=1), ValueError,
+     "alpha must be on"),
+    (lambda: zo.zo_accumulate_rows_([torch.zeros(3, 2)], torch.ones(1), seed=1, direction0=(1 << 63) - 2),
+     ValueError, r"direction0 \+ K"),
+    (lambda: zo.zo_accumulate_rows_([torch.zeros(3, 2)], torch.ones(1), seed=1, dist="uniform"), ValueError,
+     "dist"),
+]
+
+
+@pytest.mark.parametrize("call,exc,match", ROW_ERRORS)
+def test_rows_bad_input_messages(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_rows_kernel_side_checks():
+    """Straight calls of torch.ops.pyunlearn.zo_accumulate_rows are checked by the C++ kernel too."""
+    op = torch.ops.pyunlearn.zo_accumulate_rows
+    with pytest.raises(ValueError, match=r"tensors\[0\] must be 2-D"):
+        op([torch.zeros(3)], torch.ones(1), 1, 0, "gaussian", 0)
+    with pytest.raises(ValueError, match=r"tensors\[1\] must have tensors\[0\]'s number of rows K = 2, got 3"):
+        op([torch.zeros(2, 3), torch.zeros(3, 3)], torch.ones(1), 1, 0, "gaussian", 0)
+    with pytest.raises(ValueError, match="alpha must be a one-element tensor"):
+        op([torch.zeros(2, 3)], torch.ones(2), 1, 0, "gaussian", 0)
+    with pytest.raises(TypeError, match="alpha must be fp32 or fp64"):
+        op([torch.zeros(2, 3)], torch.ones(1, dtype=torch.int64), 1, 0, "gaussian", 0)
+    with pytest.raises(ValueError, match="dist must be one of"):
+        op([torch.zeros(2, 3)], torch.ones(1), 1, 0, "cauchy", 0)
+    with pytest.raises(ValueError, match="direction0 must be >= 0"):
+        op([torch.zeros(2, 3)], torch.ones(1), 1, -1, "gaussian", 0)

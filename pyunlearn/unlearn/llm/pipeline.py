@@ -154,6 +154,20 @@ def _base_model(demo: DemoConfig, tok: Any):
     return model.float().eval()
 
 
+def _save_pretrained(model: Any, path: Path, progress: bool) -> None:
+    """save_pretrained without transformers' "Writing model shards" bar when progress is off."""
+    from transformers.utils import logging as hf_logging
+
+    quiet = not progress and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(path)
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
+
+
 def _cached_finetune(name: str, rows: list[dict], demo: DemoConfig, tok: Any, out: Path, progress: bool, log):
     """Fine-tune the base model on rows, or reload it from out/name when meta.json matches."""
     from transformers import AutoModelForCausalLM
@@ -175,7 +189,7 @@ def _cached_finetune(name: str, rows: list[dict], demo: DemoConfig, tok: Any, ou
                    batch_size=demo.finetune_batch_size, seed=demo.seed, progress=progress)
     log(f"{name}: fine-tuned on {len(rows)} rows, {demo.finetune_epochs} epochs, final loss "
         f"{rec['epoch_loss'][-1]:.4f}, {time.perf_counter() - t0:.1f} s")
-    model.save_pretrained(path)
+    _save_pretrained(model, path, progress)
     (path / "meta.json").write_text(json.dumps(meta))
     return model
 
