@@ -17,6 +17,17 @@ Dist parse_dist(c10::string_view dist) {
   return Dist::Gaussian;
 }
 
+// tensors[i] of a list: a supported float dtype, and tensors[0]'s dtype and device (one of each per call)
+void check_like_first(const at::Tensor& t, const at::Tensor& first, const std::string& name) {
+  const auto st = t.scalar_type();
+  TORCH_CHECK_TYPE(st == at::kHalf || st == at::kBFloat16 || st == at::kFloat || st == at::kDouble, name,
+                   " must be fp16/bf16/fp32/fp64, got ", st);
+  TORCH_CHECK_TYPE(st == first.scalar_type(), name, " must have tensors[0]'s dtype ", first.scalar_type(),
+                   " (one dtype per call), got ", st);
+  TORCH_CHECK_VALUE(t.device() == first.device(), name, " must be on tensors[0]'s device ", first.device(),
+                    ", got ", t.device());
+}
+
 }  // namespace
 
 Dist check_rows_args(at::TensorList tensors, const at::Tensor& alpha, int64_t direction0, c10::string_view dist,
@@ -37,13 +48,7 @@ Dist check_rows_args(at::TensorList tensors, const at::Tensor& alpha, int64_t di
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
     const std::string name = arg_name("tensors", i);
-    const auto st = t.scalar_type();
-    TORCH_CHECK_TYPE(st == at::kHalf || st == at::kBFloat16 || st == at::kFloat || st == at::kDouble, name,
-                     " must be fp16/bf16/fp32/fp64, got ", st);
-    TORCH_CHECK_TYPE(st == tensors[0].scalar_type(), name, " must have tensors[0]'s dtype ",
-                     tensors[0].scalar_type(), " (one dtype per call), got ", st);
-    TORCH_CHECK_VALUE(t.device() == tensors[0].device(), name, " must be on tensors[0]'s device ",
-                      tensors[0].device(), ", got ", t.device());
+    check_like_first(t, tensors[0], name);
     TORCH_CHECK_VALUE(t.dim() == 2, name, " must be 2-D [K, n] (one row per direction), got shape ", t.sizes());
     TORCH_CHECK_VALUE(t.size(0) == K, name, " must have tensors[0]'s number of rows K = ", K, ", got ", t.size(0));
     TORCH_CHECK_VALUE(t.size(1) <= room, "offset + total row length must be < 2^63");
@@ -56,14 +61,7 @@ Dist check_rows_args(at::TensorList tensors, const at::Tensor& alpha, int64_t di
 
 Dist check_accumulate_args(at::TensorList tensors, const at::Tensor& coeffs, int64_t direction0,
                            c10::string_view dist, int64_t offset) {
-  Dist d;
-  if (dist == "gaussian") {
-    d = Dist::Gaussian;
-  } else if (dist == "rademacher") {
-    d = Dist::Rademacher;
-  } else {
-    TORCH_CHECK_VALUE(false, "dist must be one of ('gaussian', 'rademacher'), got '", std::string(dist), "'");
-  }
+  const Dist d = parse_dist(dist);
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   TORCH_CHECK_VALUE(direction0 >= 0, "direction0 must be >= 0, got ", direction0);
   TORCH_CHECK_VALUE(offset >= 0, "offset must be >= 0, got ", offset);
@@ -77,13 +75,7 @@ Dist check_accumulate_args(at::TensorList tensors, const at::Tensor& coeffs, int
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
     const std::string name = arg_name("tensors", i);
-    const auto st = t.scalar_type();
-    TORCH_CHECK_TYPE(st == at::kHalf || st == at::kBFloat16 || st == at::kFloat || st == at::kDouble, name,
-                     " must be fp16/bf16/fp32/fp64, got ", st);
-    TORCH_CHECK_TYPE(st == tensors[0].scalar_type(), name, " must have tensors[0]'s dtype ",
-                     tensors[0].scalar_type(), " (one dtype per call), got ", st);
-    TORCH_CHECK_VALUE(t.device() == tensors[0].device(), name, " must be on tensors[0]'s device ",
-                      tensors[0].device(), ", got ", t.device());
+    check_like_first(t, tensors[0], name);
     TORCH_CHECK_VALUE(t.numel() <= room, "offset + total numel must be < 2^63");
     room -= t.numel();
   }
