@@ -52,12 +52,13 @@ from pyunlearn.unlearn.llm.losses import IGNORE_INDEX, UnlearnLoss
 from pyunlearn.unlearn.llm.trainer import (
     UnlearnConfig,
     _autocast_enabled,
-    _collate_of,
+    _check_data,
+    _check_loss_config,
     _epoch_plan,
     _lr_lambda,
     _math_fields,
+    _optimizer_step,
     _to,
-    check_supervised,
     make_optimizer,
     schedule_sizes,
 )
@@ -309,12 +310,7 @@ def unlearn_llm_distributed(model: torch.nn.Module, forget: Any, retain: Any = N
     rank, world = dist.get_rank(), dist.get_world_size()
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    loss = UnlearnLoss() if loss is None else loss
-    config = UnlearnConfig() if config is None else config
-    if not isinstance(loss, UnlearnLoss):
-        raise TypeError(f"loss must be an UnlearnLoss, got {type(loss).__name__}")
-    if not isinstance(config, UnlearnConfig):
-        raise TypeError(f"config must be an UnlearnConfig, got {type(config).__name__}")
+    loss, config = _check_loss_config(loss, config)
     if config.optimizer == "sophia" and config.sophia_hessian == "gnb":
         raise ValueError("sophia_hessian='gnb' is not supported by unlearn_llm_distributed (its sampled labels "
                          "depend on the batch layout); use the default 'sqgrad' (SOUL)")
@@ -326,14 +322,7 @@ def unlearn_llm_distributed(model: torch.nn.Module, forget: Any, retain: Any = N
     if presharded and loss.needs_reference and ref_model is None:
         raise ValueError("model is already sharded: pass ref_model (an unsharded copy of the original weights) for "
                          f"forget_loss={loss.forget_loss!r} / retain_loss={loss.retain_loss!r}")
-    check_supervised(forget, "forget")
-    use_retain = loss.retain_loss != "none"
-    if use_retain:
-        if retain is None:
-            raise ValueError(f"retain set is required for retain_loss={loss.retain_loss!r}")
-        check_supervised(retain, "retain")
-    f_collate = _collate_of(forget, forget_collate_fn, "forget")
-    r_collate = _collate_of(retain, retain_collate_fn, "retain") if use_retain else None
+    use_retain, f_collate, r_collate = _check_data(forget, retain, loss, forget_collate_fn, retain_collate_fn)
 
     device = next(model.parameters()).device
     out = None if out_dir is None else Path(out_dir)
@@ -451,13 +440,7 @@ def unlearn_llm_distributed(model: torch.nn.Module, forget: Any, retain: Any = N
                     (value / config.grad_accum).backward()
                 terms += t / config.grad_accum
             dist.all_reduce(terms)  # the global-batch terms, for the log (same on every rank)
-            grad_norm = None
-            if config.max_grad_norm:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-            lr_now = sched.get_last_lr()[0]
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            grad_norm, lr_now = _optimizer_step(opt, sched, params, config)
             step = step_i + 1
             parts = {"forget": float(terms[0])}
             total_v = loss.forget_weight * float(terms[0])

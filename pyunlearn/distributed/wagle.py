@@ -210,19 +210,12 @@ def wagle_masks_distributed(scores: Mapping[str, Tensor], ratio: float, *, scope
                             include: Callable[[str], bool] | None = None) -> dict[str, Tensor]:
     """`wagle_masks` for scores spread over ranks (DTensors sharded on dim 0, and/or plain tensors replicated on
     every rank); masks come back in the scores' layout and equal wagle_masks of the gathered scores exactly."""
-    from pyunlearn.unlearn.llm.wagle import wagle_masks
+    from pyunlearn.unlearn.llm.wagle import check_mask_args, wagle_masks
 
-    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 <= ratio <= 1:
-        raise ValueError(f"ratio must be a fraction in [0, 1], got {ratio!r}")
-    if scope not in ("global", "per_tensor"):
-        raise ValueError(f"scope must be 'global' or 'per_tensor', got {scope!r}")
-    if not scores:
-        raise ValueError("scores is empty")
+    check_mask_args(scores, ratio, scope)
     if not any(_is_dt(s) for s in scores.values()):
         return wagle_masks(scores, ratio, scope=scope, include=include)  # replicated: the same on every rank
     for n, s in scores.items():
-        if not isinstance(s, Tensor) or not s.is_floating_point():
-            raise TypeError(f"scores[{n!r}] must be a floating tensor, got {type(s).__name__}")
         _check_layout(n, s)
     dev = _local(next(iter(scores.values()))).device  # collectives on the scores' device (nccl: CUDA only)
     nan = torch.tensor([int(bool(torch.isnan(_local(s)).any())) for s in scores.values()], dtype=torch.int64,

@@ -39,6 +39,7 @@ identical update. All ranks must call step with the same batch.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -91,7 +92,7 @@ def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
                          "weight_decay": 0.0}) if g["params"]]
 
 
-class ZOOptimizer(torch.optim.Optimizer):
+class ZOOptimizer(torch.optim.Optimizer, metaclass=abc.ABCMeta):
     """Base class: option checks, the flat-space layout of the groups, the per-step seed and the estimate.
 
     Subclasses implement `_update(closure, loss0, coeffs, seed)` (closure mode) and optionally `_grad_update()`
@@ -178,8 +179,9 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.steps += 1
         return loss0
 
+    @abc.abstractmethod
     def _update(self, closure, loss0: Tensor, coeffs: Tensor, seed: int) -> None:
-        raise NotImplementedError
+        """Apply the step from the projected gradients `coeffs` of the directions of `seed`."""
 
     def _grad_update(self) -> None:
         raise ValueError(f"{type(self).__name__}.step needs a closure (it has no explicit-gradient mode)")

@@ -218,6 +218,43 @@ def _math_fields(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in ("progress", "checkpoint_every")}
 
 
+def _check_loss_config(loss: UnlearnLoss | None, config: UnlearnConfig | None) -> tuple[UnlearnLoss, UnlearnConfig]:
+    loss = UnlearnLoss() if loss is None else loss
+    config = UnlearnConfig() if config is None else config
+    if not isinstance(loss, UnlearnLoss):
+        raise TypeError(f"loss must be an UnlearnLoss, got {type(loss).__name__}")
+    if not isinstance(config, UnlearnConfig):
+        raise TypeError(f"config must be an UnlearnConfig, got {type(config).__name__}")
+    return loss, config
+
+
+def _check_data(forget: Any, retain: Any, loss: UnlearnLoss, forget_collate_fn: Callable | None,
+                retain_collate_fn: Callable | None) -> tuple[bool, Callable, Callable | None]:
+    """(use_retain, forget collate, retain collate) after checking both sets."""
+    check_supervised(forget, "forget")
+    use_retain = loss.retain_loss != "none"
+    if use_retain:
+        if retain is None:
+            raise ValueError(f"retain set is required for retain_loss={loss.retain_loss!r}")
+        check_supervised(retain, "retain")
+    f_collate = _collate_of(forget, forget_collate_fn, "forget")
+    r_collate = _collate_of(retain, retain_collate_fn, "retain") if use_retain else None
+    return use_retain, f_collate, r_collate
+
+
+def _optimizer_step(opt: torch.optim.Optimizer, sched: Any, params: list[Tensor],
+                    config: UnlearnConfig) -> tuple[float | None, float]:
+    """Clip, step, advance the schedule, clear the gradients: (grad norm before clipping or None, lr used)."""
+    grad_norm = None
+    if config.max_grad_norm:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+    lr_now = sched.get_last_lr()[0]
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return grad_norm, lr_now
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -268,20 +305,8 @@ def unlearn_llm(model: torch.nn.Module, forget: Any, retain: Any = None, *, loss
     left in eval mode with its original use_cache setting."""
     from tqdm.auto import tqdm
 
-    loss = UnlearnLoss() if loss is None else loss
-    config = UnlearnConfig() if config is None else config
-    if not isinstance(loss, UnlearnLoss):
-        raise TypeError(f"loss must be an UnlearnLoss, got {type(loss).__name__}")
-    if not isinstance(config, UnlearnConfig):
-        raise TypeError(f"config must be an UnlearnConfig, got {type(config).__name__}")
-    check_supervised(forget, "forget")
-    use_retain = loss.retain_loss != "none"
-    if use_retain:
-        if retain is None:
-            raise ValueError(f"retain set is required for retain_loss={loss.retain_loss!r}")
-        check_supervised(retain, "retain")
-    f_collate = _collate_of(forget, forget_collate_fn, "forget")
-    r_collate = _collate_of(retain, retain_collate_fn, "retain") if use_retain else None
+    loss, config = _check_loss_config(loss, config)
+    use_retain, f_collate, r_collate = _check_data(forget, retain, loss, forget_collate_fn, retain_collate_fn)
 
     device = next(model.parameters()).device
     out = None if out_dir is None else Path(out_dir)
@@ -360,13 +385,7 @@ def unlearn_llm(model: torch.nn.Module, forget: Any, retain: Any = None, *, loss
                 (value / config.grad_accum).backward()
                 for key, v in parts.items():
                     parts_sum[key] = parts_sum.get(key, 0.0) + v / config.grad_accum
-            grad_norm = None
-            if config.max_grad_norm:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-            lr_now = sched.get_last_lr()[0]
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            grad_norm, lr_now = _optimizer_step(opt, sched, params, config)
             step = step_i + 1
             if config.optimizer == "sophia" and config.sophia_hessian == "gnb" and step % config.hessian_every == 0:
                 gen = torch.Generator(device).manual_seed(config.seed * 7919 + step)  # resumable: f(seed, step)

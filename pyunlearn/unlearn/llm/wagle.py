@@ -120,13 +120,8 @@ def _top_k_flat(flat: Tensor, k: int) -> Tensor:
     return above | (tie & (torch.cumsum(tie, 0) <= need))
 
 
-def wagle_masks(scores: Mapping[str, Tensor], ratio: float, *, scope: str = "global",
-                include: Callable[[str], bool] | None = None) -> dict[str, Tensor]:
-    """Bool masks {name: True where the weight may be updated} from WAGLE (or any) scores.
-
-    ratio ∈ [0, 1] is the fraction updated. scope="global" (WAGLE): the top ⌊ratio·N⌋ over all eligible entries;
-    "per_tensor": the top ⌊ratio·n_t⌋ inside each tensor. include(name) -> False makes a parameter ineligible
-    (mask all False, frozen); None = every parameter is eligible, as upstream."""
+def check_mask_args(scores: Mapping[str, Tensor], ratio: float, scope: str) -> None:
+    """The argument checks of wagle_masks (and of its distributed twin): ratio, scope, floating scores."""
     if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 <= ratio <= 1:
         raise ValueError(f"ratio must be a fraction in [0, 1], got {ratio!r}")
     if scope not in ("global", "per_tensor"):
@@ -136,6 +131,17 @@ def wagle_masks(scores: Mapping[str, Tensor], ratio: float, *, scope: str = "glo
     for n, s in scores.items():
         if not isinstance(s, Tensor) or not s.is_floating_point():
             raise TypeError(f"scores[{n!r}] must be a floating tensor, got {type(s).__name__}")
+
+
+def wagle_masks(scores: Mapping[str, Tensor], ratio: float, *, scope: str = "global",
+                include: Callable[[str], bool] | None = None) -> dict[str, Tensor]:
+    """Bool masks {name: True where the weight may be updated} from WAGLE (or any) scores.
+
+    ratio ∈ [0, 1] is the fraction updated. scope="global" (WAGLE): the top ⌊ratio·N⌋ over all eligible entries;
+    "per_tensor": the top ⌊ratio·n_t⌋ inside each tensor. include(name) -> False makes a parameter ineligible
+    (mask all False, frozen); None = every parameter is eligible, as upstream."""
+    check_mask_args(scores, ratio, scope)
+    for n, s in scores.items():
         if bool(torch.isnan(s).any()):
             raise ValueError(f"scores[{n!r}] has NaN entries")
     eligible = [n for n in scores if include is None or include(n)]
